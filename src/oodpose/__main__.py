@@ -1,0 +1,3 @@
+from oodpose.cli import main
+
+main()

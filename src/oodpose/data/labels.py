@@ -1,0 +1,145 @@
+"""Read DeepLabCut label files (the format of Horse-10 and of any DeepLabCut project).
+
+A dataset is a folder with ``labeled-data/<individual>/<frame>.png`` images and
+``CollectedData_<scorer>.h5`` (or ``.csv``) labels, either one merged file (at the root or under
+``training-datasets/iteration-*/UnaugmentedDataSet_*/``) or one file per ``labeled-data`` folder.
+Rows are indexed by the frame path, as one string (older projects) or as a 3-level tuple
+(DeepLabCut >= 2.3); both are normalised to the string ``labeled-data/<individual>/<frame>``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from oodpose.errors import InputError
+
+HOW_TO_GET_DATA = (
+    "Generate the synthetic Horse-30 with `python -m oodpose synthesize <folder>`, "
+    "or download Horse-10 (the Hugging Face dataset mwmathis/Horse-30, horse10.tar.xz) and extract it there."
+)
+
+
+@dataclass(frozen=True)
+class Labels:
+    """All labelled frames of a dataset: one row of `frames` per row of `keypoints`."""
+
+    frames: pd.DataFrame  # columns: frame, individual, width, height
+    keypoints: np.ndarray  # (frames, bodyparts, 2) float32; NaN = not labelled
+    bodyparts: tuple[str, ...]
+    scorer: str
+
+    def table(self) -> pd.DataFrame:
+        """The tidy long table: one row per (frame, bodypart) with its x and y."""
+        n, j = len(self.frames), len(self.bodyparts)
+        long = self.frames.loc[self.frames.index.repeat(j)].reset_index(drop=True)
+        long["bodypart"] = np.tile(self.bodyparts, n)
+        long["x"] = self.keypoints[:, :, 0].ravel()
+        long["y"] = self.keypoints[:, :, 1].ravel()
+        return long
+
+
+def find_label_files(root: Path) -> list[Path]:
+    """The label files of a dataset, merged file first; h5 preferred over its csv twin."""
+    merged = sorted(root.glob("CollectedData_*.h5")) or sorted(
+        root.glob("training-datasets/iteration-*/UnaugmentedDataSet_*/CollectedData_*.h5")
+    )
+    if merged:
+        return merged[-1:]
+    files = []
+    for folder in sorted(p for p in (root / "labeled-data").glob("*") if p.is_dir()):
+        h5 = sorted(folder.glob("CollectedData_*.h5"))
+        files += h5 or sorted(folder.glob("CollectedData_*.csv"))
+    if not files:
+        files = sorted(root.glob("CollectedData_*.csv"))
+    return files
+
+
+def _frame_path(index_entry) -> str:
+    parts = index_entry if isinstance(index_entry, tuple) else (index_entry,)
+    return "/".join(str(p).replace("\\", "/") for p in parts)
+
+
+def read_label_file(path: Path) -> pd.DataFrame:
+    """One DeepLabCut label file as a frame-path-indexed table with (scorer, bodyparts, coords) columns."""
+    if path.suffix == ".h5":
+        try:
+            df = pd.read_hdf(path)
+        except (ValueError, KeyError, OSError) as err:
+            raise InputError(f"{path}: not a readable DeepLabCut HDF label file ({err})") from err
+    elif path.suffix == ".csv":
+        df = pd.read_csv(path, header=[0, 1, 2])
+        leading = [c for c in df.columns if c[2] not in ("x", "y", "likelihood")]
+        df = df.set_index(leading)
+        df.index = df.index if len(leading) > 1 else df.index.get_level_values(0)
+        df.columns = df.columns.set_names(["scorer", "bodyparts", "coords"])  # csv keeps no level names
+    else:
+        raise InputError(f"{path}: unknown label format; use DeepLabCut's CollectedData_<scorer>.h5 or .csv")
+    if df.columns.nlevels != 3 or list(df.columns.names)[-2:] != ["bodyparts", "coords"]:
+        raise InputError(
+            f"{path}: expected columns (scorer, bodyparts, coords) as DeepLabCut writes them, "
+            f"got levels {list(df.columns.names)} (multi-animal projects are not supported)"
+        )
+    if df.columns.get_level_values("bodyparts").empty:
+        raise InputError(f"{path}: the label file has no bodyparts")
+    df.index = [_frame_path(i) for i in df.index]
+    return df
+
+
+def image_size(path: Path) -> tuple[int, int]:
+    """(width, height) of an image, read from its header only."""
+    try:
+        with Image.open(path) as im:
+            return im.size
+    except FileNotFoundError as err:
+        raise InputError(f"{path}: image listed in the labels is missing") from err
+    except OSError as err:
+        raise InputError(f"{path}: image listed in the labels is unreadable ({err})") from err
+
+
+def read_labels(root: str | Path) -> Labels:
+    """Read every labelled frame of the dataset at `root` into one `Labels`."""
+    root = Path(root)
+    if not root.is_dir():
+        raise InputError(f"dataset folder {root} does not exist. {HOW_TO_GET_DATA}")
+    files = find_label_files(root)
+    if not files:
+        raise InputError(
+            f"{root}: no CollectedData_<scorer>.h5/.csv label file found at the root, under "
+            f"training-datasets/, or in labeled-data/<folder>/. {HOW_TO_GET_DATA}"
+        )
+    tables = [read_label_file(f) for f in files]
+    df = pd.concat(tables) if len(tables) > 1 else tables[0]
+    scorer = str(df.columns.get_level_values(0)[0])
+    df = df.droplevel(0, axis=1)
+    bodyparts = tuple(dict.fromkeys(df.columns.get_level_values("bodyparts")))
+    xy = df.reindex(columns=pd.MultiIndex.from_product([bodyparts, ["x", "y"]]))
+    keypoints = xy.to_numpy(dtype=np.float32).reshape(len(df), len(bodyparts), 2)
+    labelled = ~np.isnan(keypoints).all(axis=(1, 2))
+    df, keypoints = df[labelled], keypoints[labelled]
+    frames = pd.DataFrame({"frame": df.index.astype(str)})
+    if frames["frame"].duplicated().any():
+        dup = frames["frame"][frames["frame"].duplicated()].tolist()[:5]
+        raise InputError(f"{root}: frames labelled more than once: {dup}")
+    frames["individual"] = [f.split("/")[-2] if f.count("/") >= 1 else "" for f in frames["frame"]]
+    sizes = [image_size(root / f) for f in frames["frame"]]
+    frames["width"] = np.array([s[0] for s in sizes], dtype=np.int32)
+    frames["height"] = np.array([s[1] for s in sizes], dtype=np.int32)
+    return Labels(frames=frames, keypoints=keypoints, bodyparts=bodyparts, scorer=scorer)
+
+
+def write_label_file(labels: Labels, path: Path) -> None:
+    """Write `labels` as a DeepLabCut ``CollectedData`` HDF file (flat string row index)."""
+    columns = pd.MultiIndex.from_product(
+        [[labels.scorer], labels.bodyparts, ["x", "y"]], names=["scorer", "bodyparts", "coords"]
+    )
+    df = pd.DataFrame(
+        labels.keypoints.reshape(len(labels.frames), -1).astype(np.float64),
+        index=labels.frames["frame"].to_list(),
+        columns=columns,
+    )
+    df.to_hdf(path, key="df_with_missing", mode="w", format="table")

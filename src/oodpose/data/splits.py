@@ -1,0 +1,112 @@
+"""Train / within-domain test / out-of-domain splits, frozen once per dataset.
+
+A split ("shuffle") picks training individuals. At the 50% fraction, half of their frames train and
+the other half are the within-domain test; every frame of the other individuals is out-of-domain
+(OOD). A smaller fraction f takes a seeded subset of round(f/100 x frames of the training
+individuals) from the 50% training frames, so it is nested in it; the test sets do not change with
+the fraction, so results at both fractions are measured on the same frames.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from oodpose.data.labels import Labels
+from oodpose.errors import InputError
+
+ROLES = ("train", "test_within", "test_ood")
+OFFICIAL_COLUMNS = {
+    "trainIndices": "train",
+    "testIndices_withinDomain": "test_within",
+    "testIndices_acrossDomain": "test_ood",
+}
+BASE_FRACTION = 50
+
+
+def official_split_files(root: Path) -> list[Path]:
+    """The official ``TrainTestInfo_shuffle{k}.csv`` files of a dataset, ordered by k."""
+    files = list(root.glob("TrainTestInfo_shuffle*.csv"))
+    return sorted(files, key=lambda p: int("".join(c for c in p.stem.split("shuffle")[-1] if c.isdigit()) or 0))
+
+
+def read_official_splits(files: list[Path], labels: Labels) -> pd.DataFrame:
+    """The official 50% splits as a (split, frame, role) table, split numbered from 1 by file order."""
+    known = set(labels.frames["frame"])
+    rows = []
+    for split, path in enumerate(files, start=1):
+        table = pd.read_csv(path, index_col=0)
+        missing_cols = set(OFFICIAL_COLUMNS) - set(table.columns)
+        if missing_cols:
+            raise InputError(f"{path}: split file lacks columns {sorted(missing_cols)}")
+        for column, role in OFFICIAL_COLUMNS.items():
+            frames = table[column].dropna().astype(str).str.replace("\\", "/").tolist()
+            unknown = [f for f in frames if f not in known]
+            if unknown:
+                raise InputError(
+                    f"{path}: {len(unknown)} frames in column {column} are not in the labels, e.g. {unknown[:3]}"
+                )
+            rows.append(pd.DataFrame({"split": split, "frame": frames, "role": role}))
+    return pd.concat(rows, ignore_index=True)
+
+
+def make_splits(labels: Labels, n_splits: int, n_train_individuals: int, seed: int) -> pd.DataFrame:
+    """Seeded 50% splits for a dataset without official ones, as a (split, frame, role) table."""
+    individuals = sorted(labels.frames["individual"].unique())
+    if n_train_individuals > len(individuals):
+        raise InputError(
+            f"n_train_individuals={n_train_individuals} but the dataset has only {len(individuals)} "
+            f"individuals ({individuals[:5]}...); lower it in the dataset's config"
+        )
+    rng = np.random.default_rng(seed)
+    frames = labels.frames
+    rows = []
+    for split in range(1, n_splits + 1):
+        train_ids = set(rng.choice(individuals, size=n_train_individuals, replace=False).tolist())
+        for individual, group in frames.groupby("individual", sort=True):
+            names = group["frame"].to_numpy()
+            if individual not in train_ids:
+                rows.append(pd.DataFrame({"split": split, "frame": names, "role": "test_ood"}))
+                continue
+            order = rng.permutation(len(names))
+            half = int(round(len(names) / 2))
+            role = np.where(np.isin(np.arange(len(names)), order[:half]), "train", "test_within")
+            rows.append(pd.DataFrame({"split": split, "frame": names, "role": role}))
+    return pd.concat(rows, ignore_index=True)
+
+
+def add_fractions(splits: pd.DataFrame, labels: Labels, fractions: list[int], seed: int) -> pd.DataFrame:
+    """Expand 50% splits into the (split, fraction, frame, role) table for each training fraction."""
+    bad = [f for f in fractions if not 0 < f <= BASE_FRACTION]
+    if bad:
+        raise InputError(f"training fractions {bad} are outside (0, {BASE_FRACTION}] percent")
+    individual = dict(zip(labels.frames["frame"], labels.frames["individual"]))
+    out = []
+    for split, table in splits.groupby("split", sort=True):
+        train = table[table["role"] == "train"]["frame"].to_numpy()
+        training_individuals = {individual[f] for f in train}
+        n_individual_frames = sum(v in training_individuals for v in individual.values())
+        rng = np.random.default_rng([seed, int(split)])
+        order = rng.permutation(len(train))
+        tests = table[table["role"] != "train"]
+        for fraction in sorted(fractions):
+            n = len(train) if fraction == BASE_FRACTION else int(round(fraction / 100 * n_individual_frames))
+            subset = pd.DataFrame({"split": split, "frame": train[np.sort(order[: max(n, 1)])], "role": "train"})
+            out.append(pd.concat([subset, tests]).assign(fraction=fraction))
+    result = pd.concat(out, ignore_index=True)
+    return result[["split", "fraction", "frame", "role"]]
+
+
+def splits_to_official(splits: pd.DataFrame, folder: Path) -> list[Path]:
+    """Write 50% splits in the official ``TrainTestInfo_shuffle{k}.csv`` format."""
+    paths = []
+    for split, table in splits.groupby("split", sort=True):
+        columns = {
+            col: table[table["role"] == role]["frame"].reset_index(drop=True) for col, role in OFFICIAL_COLUMNS.items()
+        }
+        path = folder / f"TrainTestInfo_shuffle{split}.csv"
+        pd.DataFrame(columns).to_csv(path)
+        paths.append(path)
+    return paths

@@ -1,0 +1,47 @@
+"""Choose the compute device and the settings that make it fast; shared by training and evaluation.
+
+CUDA: mixed precision (bf16 where the GPU supports it, else fp16 with loss scaling), channels_last,
+cudnn.benchmark, pinned memory and loader workers. CPU: channels_last, `threads` intra-op
+threads, fp32, and no loader workers unless asked for (they would compete for the same cores).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass
+
+import torch
+
+from oodpose.errors import InputError
+
+
+@dataclass(frozen=True)
+class Runtime:
+    device: torch.device
+    amp_dtype: torch.dtype | None  # None = full precision
+    workers: int
+    pin_memory: bool
+
+    def autocast(self):
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+
+def runtime(device: str = "auto", threads: int | None = None, workers: int | None = None, amp: bool = True) -> Runtime:
+    """Resolve 'auto' | 'cpu' | 'cuda[:i]' into a configured `Runtime`."""
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise InputError(f"device {device!r} asked for, but no CUDA GPU is visible; use --device cpu")
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        dtype = (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16) if amp else None
+        n_workers = min(8, os.cpu_count() or 1) if workers is None else workers
+        return Runtime(dev, dtype, n_workers, pin_memory=True)
+    torch.set_num_threads(threads or len(os.sched_getaffinity(0)))
+    return Runtime(dev, None, workers or 0, pin_memory=False)

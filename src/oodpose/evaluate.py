@@ -1,0 +1,144 @@
+"""Evaluate one trained cell on its train, within-domain test and out-of-domain frames.
+
+Metrics follow the official Horse-10 benchmark: per keypoint, the Euclidean error in pixels of
+the original image, divided by the individual's scale (nose-to-eye distance); a set's normalised
+error is the nanmean over all its (frame, bodypart) pairs, and PCK@0.3 is the share of labelled
+keypoints whose normalised error is below 0.3. The final model's predictions are written in
+DeepLabCut's format (pandas HDF, columns scorer / bodyparts / x, y, likelihood; rows = frame path).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from oodpose.atomic import atomic_file
+from oodpose.data.cache import Cache
+from oodpose.data.dataset import PoseDataset, resize_factors
+from oodpose.data.splits import ROLES
+from oodpose.device import Runtime, runtime
+from oodpose.errors import InputError
+from oodpose.models import PoseNet, build_model, get_backbone
+from oodpose.targets import predict
+
+PCK_THRESHOLD = 0.3
+SCORER = "oodpose"
+
+
+def load_trained(path: Path, settings: dict, n_joints: int) -> tuple[PoseNet, int]:
+    """A trained network from a ``model.pt`` or learning-curve file, and its iteration."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:  # truncated or foreign files fail in many ways
+        raise InputError(f"{path}: cannot read the trained weights ({type(err).__name__}: {err})") from err
+    backbone = get_backbone(settings["backbone"], settings["backbones_table"])
+    model = build_model(backbone, n_joints, "scratch")  # architecture only; the weights come from `path`
+    model.load_state_dict(state["model"])
+    return model, int(state["iteration"])
+
+
+@torch.no_grad()
+def predict_frames(
+    model: PoseNet, cache: Cache, rows: np.ndarray, rt: Runtime, global_scale: float, batch_size: int = 32
+) -> np.ndarray:
+    """(frames, J, 3) predictions, x and y in the original image's pixels."""
+    model = model.to(rt.device, memory_format=torch.channels_last).eval()
+    loader = DataLoader(
+        PoseDataset(cache, rows, augment=False, global_scale=global_scale),
+        batch_size=batch_size,
+        num_workers=rt.workers,
+        pin_memory=rt.pin_memory,
+    )
+    out = []
+    for images, _, _ in tqdm(loader, desc="predict", mininterval=5):
+        images = images.to(rt.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+        with rt.autocast():
+            scoremap, locref = model(images)
+        out.append(predict(scoremap, locref).cpu().numpy())
+    pred = np.concatenate(out) if out else np.zeros((0, len(cache.bodyparts), 3), np.float32)
+    pred[..., :2] /= resize_factors(cache, rows, global_scale)[:, None, :]
+    return pred
+
+
+def keypoint_metrics(pred: np.ndarray, truth: np.ndarray, scale: np.ndarray, bodyparts: list[str]) -> pd.DataFrame:
+    """Per bodypart and 'all': n labelled, mean pixel error, normalised error and PCK@0.3."""
+    error = np.linalg.norm(pred[..., :2] - truth, axis=-1)  # NaN where not labelled
+    normalised = error / scale[:, None]
+    rows = []
+    for name, e, ne in [(b, error[:, j], normalised[:, j]) for j, b in enumerate(bodyparts)] + [
+        ("all", error.ravel(), normalised.ravel())
+    ]:
+        labelled = ~np.isnan(e)
+        n = int(labelled.sum())
+        rows.append(
+            {
+                "bodypart": name,
+                "n": n,
+                "pixel_error": float(e[labelled].mean()) if n else np.nan,
+                "normalised_error": float(ne[labelled].mean()) if n else np.nan,
+                "pck": float((ne[labelled] < PCK_THRESHOLD).mean()) if n else np.nan,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def to_deeplabcut(pred: np.ndarray, frames: list[str], bodyparts: list[str], scorer: str = SCORER) -> pd.DataFrame:
+    columns = pd.MultiIndex.from_product(
+        [[scorer], bodyparts, ["x", "y", "likelihood"]], names=["scorer", "bodyparts", "coords"]
+    )
+    return pd.DataFrame(pred.reshape(len(frames), -1).astype(np.float64), index=frames, columns=columns)
+
+
+def evaluate(
+    train_dir: str | Path,
+    cache_path: str | Path,
+    predictions: str | Path,
+    metrics: str | Path,
+    device: str = "auto",
+    threads: int | None = None,
+    batch_size: int = 32,
+) -> pd.DataFrame:
+    """Evaluate the final model and every learning-curve snapshot of a trained cell."""
+    train_dir = Path(train_dir)
+    settings_path = train_dir / "settings.json"
+    if not (train_dir / "model.pt").exists() or not settings_path.exists():
+        raise InputError(f"{train_dir}: no trained model (model.pt and settings.json); train the cell first")
+    settings = pd.read_json(settings_path, typ="series").to_dict()
+    cache = Cache(cache_path)
+    rt = runtime(device, threads)
+    split, fraction = int(settings["split"]), int(settings["fraction"])
+    sets = {role: cache.frames(split, fraction, role) for role in ROLES}
+    rows = np.concatenate(list(sets.values()))
+    checkpoints = sorted(train_dir.glob("snapshots/weights-*.pt")) + [train_dir / "model.pt"]
+    truth, scale = cache.keypoints[rows], cache.index["scale"].to_numpy()[rows]
+    role_of = np.concatenate([[role] * len(r) for role, r in sets.items()])
+    tables = []
+    for path in checkpoints:
+        model, iteration = load_trained(path, settings, len(cache.bodyparts))
+        pred = predict_frames(model, cache, rows, rt, settings["global_scale"], batch_size)
+        for role in ROLES:
+            chosen = role_of == role
+            table = keypoint_metrics(pred[chosen], truth[chosen], scale[chosen], cache.bodyparts)
+            tables.append(table.assign(iteration=iteration, set=role))
+    frames = cache.index["frame"].to_numpy()[rows].tolist()
+    with atomic_file(predictions) as tmp:
+        to_deeplabcut(pred, frames, cache.bodyparts, cache.meta.get("scorer", SCORER)).to_hdf(
+            tmp, key="df_with_missing", mode="w"
+        )
+    identity = {
+        "backbone": settings["backbone"],
+        "init": settings["init"],
+        "split": split,
+        "fraction": fraction,
+        "imagenet_top1": settings["imagenet_top1"],
+    }
+    result = pd.concat(tables, ignore_index=True).assign(**identity)
+    result = result[list(identity) + ["iteration", "set", "bodypart", "n", "pixel_error", "normalised_error", "pck"]]
+    with atomic_file(metrics) as tmp:
+        result.to_csv(tmp, index=False)
+    return result

