@@ -64,6 +64,7 @@ class TrainConfig:
     device: str = "auto"
     threads: int | None = None
     workers: int | None = None
+    amp: bool = True  # mixed precision on CUDA (bf16 where supported)
     weights: str | None = None
     backbones_table: str = str(DEFAULT_TABLE)
     global_scale: float = GLOBAL_SCALE
@@ -183,7 +184,7 @@ def train(config: TrainConfig) -> Path:
     out = Path(cfg.out)
     snapshots = out / "snapshots"
     snapshots.mkdir(parents=True, exist_ok=True)
-    rt = runtime(cfg.device, cfg.threads, cfg.workers)
+    rt = runtime(cfg.device, cfg.threads, cfg.workers, cfg.amp)
     cache = Cache(cfg.cache)
     rows = cache.frames(cfg.split, cfg.fraction, "train")
     if len(rows) == 0:

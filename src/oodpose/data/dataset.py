@@ -10,13 +10,17 @@ training was resumed or not.
 
 from __future__ import annotations
 
-import albumentations as A
-import cv2
-import numpy as np
-import torch
-from torch.utils.data import Dataset
+import os
 
-from oodpose.data.cache import Cache
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # no version check over the network at import
+
+import albumentations as A  # noqa: E402
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from torch.utils.data import Dataset  # noqa: E402
+
+from oodpose.data.cache import Cache  # noqa: E402
 
 GLOBAL_SCALE = 0.8
 
