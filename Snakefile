@@ -1,0 +1,27 @@
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+include: "rules/common.smk"
+include: "rules/data.smk"
+include: "rules/train.smk"
+include: "rules/evaluate.smk"
+include: "rules/aggregate.smk"
+include: "rules/report.smk"
+
+
+localrules:
+    all,
+    synthesize,
+    prepare,
+    aggregate,
+    figures,
+
+
+rule all:
+    input:
+        study_outputs(),

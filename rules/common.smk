@@ -1,0 +1,92 @@
+import math
+
+import pandas as pd
+from snakemake.utils import validate
+
+from oodpose.models import load_backbones
+
+validate(config, "../config/schema.yaml")
+
+BACKBONES = load_backbones(config["backbones_table"])
+STUDY = config["study"]
+CELL = "results/{dataset}/{backbone}/{init}/split{split}_frac{fraction}"
+SUMMARY = "results/{dataset}/summary"
+
+
+wildcard_constraints:
+    dataset="[A-Za-z0-9_-]+",
+    backbone="|".join(BACKBONES),
+    init="imagenet|scratch",
+    split=r"\d+",
+    fraction=r"\d+",
+
+
+def dataset_path(name):
+    """A dataset's folder; synthetic ones are generated under results/."""
+    return config["datasets"][name].get("path", f"results/{name}/dataset")
+
+
+def study_cells(dataset):
+    """The study's cells of one dataset, one row per cell."""
+    return pd.DataFrame(
+        [
+            dict(dataset=dataset, backbone=b, init=i, split=s, fraction=f)
+            for b in STUDY["backbones"]
+            for i in STUDY["inits"]
+            for s in STUDY["splits"]
+            for f in STUDY["fractions"]
+        ]
+    )
+
+
+def cell_files(wildcards, name):
+    return [
+        (CELL + f"/{name}").format(**row)
+        for row in study_cells(wildcards.dataset).to_dict("records")
+    ]
+
+
+def study_outputs():
+    return expand(
+        [
+            SUMMARY + "/metrics.csv",
+            SUMMARY + "/table1.md",
+            SUMMARY + "/regressions.csv",
+            SUMMARY + "/figures/figure1.png",
+        ],
+        dataset=STUDY["datasets"],
+    )
+
+
+def training_settings(wildcards):
+    """What defines a training job; a change here (e.g. a backbone's rate in the table) reruns it."""
+    training = config["training"]
+    backbone = BACKBONES[wildcards.backbone]
+    return dict(
+        iterations=training["iterations"][wildcards.init],
+        curve_iterations=training["curve_iterations"].get(wildcards.init, []),
+        snapshot_every=training["snapshot_every"],
+        batch_size=training["batch_size"],
+        seed=training.get("seed", 0),
+        schedule=(
+            (backbone.pretrained_ilr, backbone.pretrained_dt, 1)
+            if wildcards.init == "imagenet"
+            else (
+                backbone.scratch_ilr,
+                backbone.scratch_dt,
+                int(backbone.scratch_cycles),
+            )
+        ),
+        weights=config.get("weights", {}).get(wildcards.backbone),
+    )
+
+
+def train_runtime(wildcards):
+    """Minutes of GPU time for a training job, from the table's per-1k-iteration estimate, with margin."""
+    iterations = config["training"]["iterations"][wildcards.init]
+    minutes = BACKBONES[wildcards.backbone].gpu_minutes_per_1k_iter * iterations / 1000
+    return int(math.ceil(minutes * 1.5)) + 15
+
+
+def train_mem_mb(wildcards):
+    return int(BACKBONES[wildcards.backbone].gpu_mem_mb) + 8000

@@ -1,0 +1,33 @@
+rule synthesize:
+    output:
+        directory("results/{dataset}/dataset"),
+    log:
+        "results/logs/{dataset}/synthesize.log",
+    benchmark:
+        "results/benchmarks/{dataset}/synthesize.tsv"
+    conda:
+        "../envs/oodpose.yaml"
+    threads: 2
+    params:
+        settings=lambda wildcards: config["datasets"][wildcards.dataset]["synthetic"],
+    script:
+        "../workflow/scripts/synthesize.py"
+
+
+rule prepare:
+    input:
+        lambda wildcards: dataset_path(wildcards.dataset),
+    output:
+        directory("results/{dataset}/cache"),
+    log:
+        "results/logs/{dataset}/prepare.log",
+    benchmark:
+        "results/benchmarks/{dataset}/prepare.tsv"
+    conda:
+        "../envs/oodpose.yaml"
+    threads: 2
+    params:
+        dataset=lambda wildcards: config["datasets"][wildcards.dataset],
+        fractions=STUDY["fractions"],
+    script:
+        "../workflow/scripts/prepare.py"

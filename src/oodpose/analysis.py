@@ -1,0 +1,106 @@
+"""Turn the cells' metrics into the paper's results: summaries, regressions, paired tests, Table 1.
+
+Everything works on the long table that evaluation writes (one row per cell, iteration, set and
+bodypart); 'final' means each cell's last iteration, and cell-level numbers use bodypart 'all'.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import statsmodels.api as sm
+from scipy import stats
+
+CELL = ["dataset", "backbone", "init", "split", "fraction"]
+SETS = ["train", "test_within", "test_ood"]
+METRICS = ["normalised_error", "pck"]
+# Table 1 of the paper: average PCK@0.3 (%) within domain / out of domain, pretrained, 50% data.
+PAPER_TABLE1 = {
+    "mobilenetv2_035": (95.2, 63.5), "mobilenetv2_050": (97.1, 70.4), "mobilenetv2_075": (97.8, 73.0),
+    "mobilenetv2_100": (98.8, 77.6), "resnet50": (99.8, 81.3), "resnet101": (99.9, 84.3),
+    "efficientnet_b0": (99.9, 81.6), "efficientnet_b1": (99.9, 84.5), "efficientnet_b2": (99.9, 84.3),
+    "efficientnet_b3": (99.9, 86.6), "efficientnet_b4": (99.9, 86.9), "efficientnet_b5": (99.9, 87.7),
+    "efficientnet_b6": (99.9, 88.4),
+}  # fmt: skip
+
+
+def final(metrics: pd.DataFrame) -> pd.DataFrame:
+    """Each cell's last iteration, bodypart 'all'."""
+    overall = metrics[metrics["bodypart"] == "all"]
+    last = overall.groupby(CELL)["iteration"].transform("max")
+    return overall[overall["iteration"] == last].reset_index(drop=True)
+
+
+def missing_cells(expected: pd.DataFrame, metrics: pd.DataFrame) -> pd.DataFrame:
+    """The expected cells (rows of CELL columns) that have no metrics."""
+    found = metrics[CELL].drop_duplicates()
+    merged = expected.merge(found, on=CELL, how="left", indicator=True)
+    return merged[merged["_merge"] == "left_only"][CELL].reset_index(drop=True)
+
+
+def summary(metrics: pd.DataFrame) -> pd.DataFrame:
+    """Per dataset, backbone, init, fraction and set: mean and SEM across splits."""
+    table = final(metrics)
+    keys = ["dataset", "backbone", "imagenet_top1", "init", "fraction", "set"]
+    grouped = table.groupby(keys)[METRICS]
+    out = grouped.mean().join(grouped.sem().add_suffix("_sem")).join(grouped.size().rename("n_splits"))
+    return out.reset_index()
+
+
+def regressions(metrics: pd.DataFrame) -> pd.DataFrame:
+    """OLS of each metric (backbone means across splits) on ImageNet top-1, per init x fraction x set."""
+    rows = []
+    means = summary(metrics)
+    for (dataset, init, fraction, set_), group in means.groupby(["dataset", "init", "fraction", "set"]):
+        for metric in METRICS:
+            data = group[["imagenet_top1", metric]].dropna()
+            row = {"dataset": dataset, "init": init, "fraction": fraction, "set": set_, "metric": metric,
+                   "n_backbones": len(data)}  # fmt: skip
+            if len(data) >= 3 and data["imagenet_top1"].nunique() >= 2:
+                fit = sm.OLS(data[metric], sm.add_constant(data["imagenet_top1"])).fit()
+                low, high = fit.conf_int(0.05).loc["imagenet_top1"]
+                row |= {"slope": fit.params["imagenet_top1"], "intercept": fit.params["const"], "r2": fit.rsquared,
+                        "p_value": fit.pvalues["imagenet_top1"], "slope_ci_low": low, "slope_ci_high": high}  # fmt: skip
+            rows.append(row)
+    columns = ["slope", "intercept", "r2", "p_value", "slope_ci_low", "slope_ci_high"]
+    return pd.DataFrame(rows).reindex(columns=list(rows[0]) + columns if rows else columns)
+
+
+def pretrained_vs_scratch(metrics: pd.DataFrame) -> pd.DataFrame:
+    """Per backbone, fraction and set: scratch minus pretrained, paired across splits, with a paired t-test."""
+    table = final(metrics)
+    wide = table.pivot_table(index=["dataset", "backbone", "fraction", "set", "split"], columns="init",
+                             values="normalised_error").dropna()  # fmt: skip
+    if not {"imagenet", "scratch"} <= set(wide.columns):
+        return pd.DataFrame(columns=["dataset", "backbone", "fraction", "set", "n_splits", "mean_difference", "p_value"])
+    rows = []
+    for key, group in wide.groupby(level=[0, 1, 2, 3]):
+        diff = group["scratch"] - group["imagenet"]
+        p = stats.ttest_rel(group["scratch"], group["imagenet"]).pvalue if len(group) >= 2 else np.nan
+        rows.append(dict(zip(["dataset", "backbone", "fraction", "set"], key)) | {
+            "n_splits": len(group), "mean_difference": diff.mean(), "p_value": p})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def table1(metrics: pd.DataFrame, fraction: int = 50) -> pd.DataFrame:
+    """Average PCK@0.3 (%) within domain and OOD per backbone (pretrained), beside the paper's numbers."""
+    means = summary(metrics)
+    chosen = means[(means["init"] == "imagenet") & (means["fraction"] == fraction)]
+    pck = chosen.pivot_table(index=["backbone", "imagenet_top1"], columns="set", values="pck") * 100
+    pck = pck.reindex(columns=["test_within", "test_ood"]).reset_index().sort_values("imagenet_top1")
+    pck.columns = ["backbone", "imagenet_top1", "within_domain", "out_of_domain"]
+    pck["paper_within_domain"] = pck["backbone"].map(lambda b: PAPER_TABLE1.get(b, (np.nan, np.nan))[0])
+    pck["paper_out_of_domain"] = pck["backbone"].map(lambda b: PAPER_TABLE1.get(b, (np.nan, np.nan))[1])
+    pck["difference_within"] = pck["within_domain"] - pck["paper_within_domain"]
+    pck["difference_ood"] = pck["out_of_domain"] - pck["paper_out_of_domain"]
+    return pck.reset_index(drop=True)
+
+
+def table1_markdown(table: pd.DataFrame) -> str:
+    head = "| backbone | ImageNet top-1 | within domain | paper | difference | out of domain | paper | difference |"
+    lines = [head, "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in table.itertuples():
+        cells = [r.imagenet_top1, r.within_domain, r.paper_within_domain, r.difference_within, r.out_of_domain,
+                 r.paper_out_of_domain, r.difference_ood]  # fmt: skip
+        lines.append(f"| {r.backbone} | " + " | ".join("–" if pd.isna(c) else f"{c:.1f}" for c in cells) + " |")
+    return "\n".join(lines) + "\n"
