@@ -2,17 +2,19 @@ rule aggregate:
     input:
         metrics=lambda wildcards: cell_files(wildcards, "metrics.csv"),
     output:
-        metrics=SUMMARY + "/metrics.csv",
-        summary=SUMMARY + "/summary.csv",
+        metrics="results/{dataset}/summary/metrics.csv",
+        summary="results/{dataset}/summary/summary.csv",
         regressions=report(
-            SUMMARY + "/regressions.csv",
+            "results/{dataset}/summary/regressions.csv",
             caption="../report/regressions.rst",
             category="Statistics",
         ),
-        paired=SUMMARY + "/pretrained_vs_scratch.csv",
-        table1=SUMMARY + "/table1.csv",
+        paired="results/{dataset}/summary/pretrained_vs_scratch.csv",
+        table1="results/{dataset}/summary/table1.csv",
         table1_md=report(
-            SUMMARY + "/table1.md", caption="../report/table1.rst", category="Table 1"
+            "results/{dataset}/summary/table1.md",
+            caption="../report/table1.rst",
+            category="Table 1",
         ),
     log:
         "results/logs/{dataset}/aggregate.log",

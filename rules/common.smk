@@ -1,16 +1,15 @@
 import math
+import os
 
 import pandas as pd
 from snakemake.utils import validate
 
-from oodpose.models import load_backbones
+from oodpose.backbones import load_backbones
 
 validate(config, "../config/schema.yaml")
 
 BACKBONES = load_backbones(config["backbones_table"])
 STUDY = config["study"]
-CELL = "results/{dataset}/{backbone}/{init}/split{split}_frac{fraction}"
-SUMMARY = "results/{dataset}/summary"
 
 
 wildcard_constraints:
@@ -40,19 +39,19 @@ def study_cells(dataset):
 
 
 def cell_files(wildcards, name):
-    return [
-        (CELL + f"/{name}").format(**row)
-        for row in study_cells(wildcards.dataset).to_dict("records")
-    ]
+    """One file of every cell of the dataset's study."""
+    pattern = "results/{dataset}/{backbone}/{init}/split{split}_frac{fraction}/{name}"
+    cells = study_cells(wildcards.dataset).to_dict("records")
+    return [pattern.format(name=name, **cell) for cell in cells]
 
 
 def study_outputs():
     return expand(
         [
-            SUMMARY + "/metrics.csv",
-            SUMMARY + "/table1.md",
-            SUMMARY + "/regressions.csv",
-            SUMMARY + "/figures/figure1.png",
+            "results/{dataset}/summary/metrics.csv",
+            "results/{dataset}/summary/table1.md",
+            "results/{dataset}/summary/regressions.csv",
+            "results/{dataset}/summary/figures/figure1.png",
         ],
         dataset=STUDY["datasets"],
     )

@@ -1,14 +1,14 @@
 rule evaluate:
     input:
-        model=CELL + "/model.pt",
+        model="results/{dataset}/{backbone}/{init}/split{split}_frac{fraction}/model.pt",
         cache="results/{dataset}/cache",
     output:
-        metrics=CELL + "/metrics.csv",
-        predictions=CELL + "/predictions.h5",
+        metrics="results/{dataset}/{backbone}/{init}/split{split}_frac{fraction}/metrics.csv",
+        predictions="results/{dataset}/{backbone}/{init}/split{split}_frac{fraction}/predictions.h5",
     log:
-        "results/logs/" + CELL + "/evaluate.log",
+        "results/logs/{dataset}/{backbone}/{init}/split{split}_frac{fraction}/evaluate.log",
     benchmark:
-        "results/benchmarks/" + CELL + "/evaluate.tsv"
+        "results/benchmarks/{dataset}/{backbone}/{init}/split{split}_frac{fraction}/evaluate.tsv"
     conda:
         "../envs/oodpose.yaml"
     threads: config["training"].get("threads", 2)
@@ -17,6 +17,6 @@ rule evaluate:
         mem_mb=8000,
         runtime=60,
     params:
-        train_dir=CELL,
+        train_dir=lambda wildcards, input: os.path.dirname(input.model),
     script:
         "../workflow/scripts/evaluate.py"

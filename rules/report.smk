@@ -1,31 +1,31 @@
 rule figures:
     input:
-        metrics=SUMMARY + "/metrics.csv",
+        metrics="results/{dataset}/summary/metrics.csv",
         cache="results/{dataset}/cache",
         predictions=lambda wildcards: cell_files(wildcards, "predictions.h5"),
     output:
         figure1=report(
-            SUMMARY + "/figures/figure1.png",
+            "results/{dataset}/summary/figures/figure1.png",
             caption="../report/figure1.rst",
             category="Figures",
         ),
         figure3ab=report(
-            SUMMARY + "/figures/figure3ab.png",
+            "results/{dataset}/summary/figures/figure3ab.png",
             caption="../report/figure3ab.rst",
             category="Figures",
         ),
         figure3c=report(
-            SUMMARY + "/figures/figure3c.png",
+            "results/{dataset}/summary/figures/figure3c.png",
             caption="../report/figure3c.rst",
             category="Figures",
         ),
         curves=report(
-            SUMMARY + "/figures/figure4_5a.png",
+            "results/{dataset}/summary/figures/figure4_5a.png",
             caption="../report/figure4_5a.rst",
             category="Figures",
         ),
         figure5b=report(
-            SUMMARY + "/figures/figure5b.png",
+            "results/{dataset}/summary/figures/figure5b.png",
             caption="../report/figure5b.rst",
             category="Figures",
         ),

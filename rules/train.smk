@@ -2,11 +2,11 @@ rule train:
     input:
         cache="results/{dataset}/cache",
     output:
-        model=CELL + "/model.pt",
+        model="results/{dataset}/{backbone}/{init}/split{split}_frac{fraction}/model.pt",
     log:
-        "results/logs/" + CELL + "/train.log",
+        "results/logs/{dataset}/{backbone}/{init}/split{split}_frac{fraction}/train.log",
     benchmark:
-        "results/benchmarks/" + CELL + "/train.tsv"
+        "results/benchmarks/{dataset}/{backbone}/{init}/split{split}_frac{fraction}/train.tsv"
     conda:
         "../envs/oodpose.yaml"
     threads: config["training"].get("threads", 2)
@@ -15,7 +15,7 @@ rule train:
         mem_mb=train_mem_mb,
         runtime=train_runtime,
     params:
-        out=CELL,
+        out=lambda wildcards, output: os.path.dirname(output.model),
         settings=training_settings,
         backbones_table=config["backbones_table"],
     script:

@@ -2,8 +2,9 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from oodpose.backbones import get_backbone, load_backbones
 from oodpose.errors import InputError
-from oodpose.models import build_model, create_backbone, get_backbone, hub_weights, load_backbones, weights_file
+from oodpose.models import build_model, create_backbone, hub_weights, weights_file
 from oodpose.targets import make_targets, predict
 
 FAMILIES = ["mobilenetv2_035", "resnet50", "efficientnet_lite0"]

@@ -7,13 +7,14 @@ import pytest
 import torch
 
 from oodpose import train as train_module
+from oodpose.backbones import get_backbone
 from oodpose.cli import main
 from oodpose.data.cache import Cache
 from oodpose.data.dataset import PoseDataset
 from oodpose.device import runtime
 from oodpose.errors import InputError
 from oodpose.evaluate import evaluate, keypoint_metrics, predict_frames
-from oodpose.models import build_model, get_backbone
+from oodpose.models import build_model
 from oodpose.targets import make_targets, pose_loss, predict
 from oodpose.train import TrainConfig, learning_rate, train
 

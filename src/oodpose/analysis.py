@@ -14,6 +14,8 @@ from scipy import stats
 CELL = ["dataset", "backbone", "init", "split", "fraction"]
 SETS = ["train", "test_within", "test_ood"]
 METRICS = ["normalised_error", "pck"]
+REGRESSION_COLUMNS = ["dataset", "init", "fraction", "set", "metric", "n_backbones", "slope", "intercept", "r2",
+                      "p_value", "slope_ci_low", "slope_ci_high"]  # fmt: skip
 # Table 1 of the paper: average PCK@0.3 (%) within domain / out of domain, pretrained, 50% data.
 PAPER_TABLE1 = {
     "mobilenetv2_035": (95.2, 63.5), "mobilenetv2_050": (97.1, 70.4), "mobilenetv2_075": (97.8, 73.0),
@@ -54,31 +56,47 @@ def regressions(metrics: pd.DataFrame) -> pd.DataFrame:
     for (dataset, init, fraction, set_), group in means.groupby(["dataset", "init", "fraction", "set"]):
         for metric in METRICS:
             data = group[["imagenet_top1", metric]].dropna()
-            row = {"dataset": dataset, "init": init, "fraction": fraction, "set": set_, "metric": metric,
-                   "n_backbones": len(data)}  # fmt: skip
+            row = {
+                "dataset": dataset,
+                "init": init,
+                "fraction": fraction,
+                "set": set_,
+                "metric": metric,
+                "n_backbones": len(data),
+            }
             if len(data) >= 3 and data["imagenet_top1"].nunique() >= 2:
                 fit = sm.OLS(data[metric], sm.add_constant(data["imagenet_top1"])).fit()
                 low, high = fit.conf_int(0.05).loc["imagenet_top1"]
-                row |= {"slope": fit.params["imagenet_top1"], "intercept": fit.params["const"], "r2": fit.rsquared,
-                        "p_value": fit.pvalues["imagenet_top1"], "slope_ci_low": low, "slope_ci_high": high}  # fmt: skip
+                row |= {
+                    "slope": fit.params["imagenet_top1"],
+                    "intercept": fit.params["const"],
+                    "r2": fit.rsquared,
+                    "p_value": fit.pvalues["imagenet_top1"],
+                    "slope_ci_low": low,
+                    "slope_ci_high": high,
+                }
             rows.append(row)
-    columns = ["slope", "intercept", "r2", "p_value", "slope_ci_low", "slope_ci_high"]
-    return pd.DataFrame(rows).reindex(columns=list(rows[0]) + columns if rows else columns)
+    return pd.DataFrame(rows, columns=REGRESSION_COLUMNS)
 
 
 def pretrained_vs_scratch(metrics: pd.DataFrame) -> pd.DataFrame:
     """Per backbone, fraction and set: scratch minus pretrained, paired across splits, with a paired t-test."""
     table = final(metrics)
-    wide = table.pivot_table(index=["dataset", "backbone", "fraction", "set", "split"], columns="init",
-                             values="normalised_error").dropna()  # fmt: skip
+    wide = table.pivot_table(
+        index=["dataset", "backbone", "fraction", "set", "split"], columns="init", values="normalised_error"
+    ).dropna()
     if not {"imagenet", "scratch"} <= set(wide.columns):
-        return pd.DataFrame(columns=["dataset", "backbone", "fraction", "set", "n_splits", "mean_difference", "p_value"])
+        return pd.DataFrame(
+            columns=["dataset", "backbone", "fraction", "set", "n_splits", "mean_difference", "p_value"]
+        )
     rows = []
     for key, group in wide.groupby(level=[0, 1, 2, 3]):
         diff = group["scratch"] - group["imagenet"]
         p = stats.ttest_rel(group["scratch"], group["imagenet"]).pvalue if len(group) >= 2 else np.nan
-        rows.append(dict(zip(["dataset", "backbone", "fraction", "set"], key)) | {
-            "n_splits": len(group), "mean_difference": diff.mean(), "p_value": p})  # fmt: skip
+        rows.append(
+            dict(zip(["dataset", "backbone", "fraction", "set"], key))
+            | {"n_splits": len(group), "mean_difference": diff.mean(), "p_value": p}
+        )
     return pd.DataFrame(rows)
 
 
@@ -100,7 +118,14 @@ def table1_markdown(table: pd.DataFrame) -> str:
     head = "| backbone | ImageNet top-1 | within domain | paper | difference | out of domain | paper | difference |"
     lines = [head, "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in table.itertuples():
-        cells = [r.imagenet_top1, r.within_domain, r.paper_within_domain, r.difference_within, r.out_of_domain,
-                 r.paper_out_of_domain, r.difference_ood]  # fmt: skip
+        cells = [
+            r.imagenet_top1,
+            r.within_domain,
+            r.paper_within_domain,
+            r.difference_within,
+            r.out_of_domain,
+            r.paper_out_of_domain,
+            r.difference_ood,
+        ]
         lines.append(f"| {r.backbone} | " + " | ".join("–" if pd.isna(c) else f"{c:.1f}" for c in cells) + " |")
     return "\n".join(lines) + "\n"

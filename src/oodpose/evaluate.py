@@ -18,12 +18,13 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from oodpose.atomic import atomic_file
+from oodpose.backbones import get_backbone
 from oodpose.data.cache import Cache
 from oodpose.data.dataset import PoseDataset, resize_factors
 from oodpose.data.splits import ROLES
 from oodpose.device import Runtime, runtime
 from oodpose.errors import InputError
-from oodpose.models import PoseNet, build_model, get_backbone
+from oodpose.models import PoseNet, build_model
 from oodpose.targets import predict
 
 PCK_THRESHOLD = 0.3

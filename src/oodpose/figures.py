@@ -17,9 +17,15 @@ import seaborn as sns  # noqa: E402
 
 from oodpose.analysis import final  # noqa: E402
 
-SET_COLOURS = {"train": "tab:blue", "test_within": "tab:red", "test_ood": "grey"}
-SET_NAMES = {"train": "train", "test_within": "test (within domain)", "test_ood": "out of domain"}
-INIT_STYLES = {"imagenet": (4, 2), "scratch": ""}
+SET_NAMES = {"train": "train", "test_within": "test", "test_ood": "out of domain"}
+INIT_NAMES = {"imagenet": "pretrained", "scratch": "from scratch"}
+PALETTE = {"train": "tab:blue", "test": "tab:red", "out of domain": "grey"}  # the paper's colours
+DASHES = {"pretrained": (4, 2), "from scratch": ""}  # the paper: scratch solid, pretrained dashed
+
+
+def readable(metrics: pd.DataFrame) -> pd.DataFrame:
+    """Sets and inits under the names the paper's legends use."""
+    return metrics.assign(set=metrics["set"].map(SET_NAMES), init=metrics["init"].map(INIT_NAMES))
 
 
 def save(fig: plt.Figure, path: Path) -> None:
@@ -36,43 +42,52 @@ def missing_note(missing: pd.DataFrame) -> str:
     return f"\nmissing {len(missing)} cells: {shown}{' ...' if len(missing) > 3 else ''}"
 
 
+def outside_legend(ax: plt.Axes) -> None:
+    if ax.get_legend() is not None:
+        sns.move_legend(ax, "upper left", bbox_to_anchor=(1.02, 1), frameon=False, fontsize=7, title_fontsize=7)
+
+
 def figure1(metrics: pd.DataFrame, path: Path, missing: pd.DataFrame) -> None:
     """Normalised error vs ImageNet top-1, pretrained (dashed) and scratch (solid), per set; mean +- SEM."""
-    data = final(metrics)
-    data = data[data["fraction"] == data["fraction"].max()]
-    fig, ax = plt.subplots(figsize=(4.5, 3.4))
-    sns.lineplot(data=data, x="imagenet_top1", y="normalised_error", hue="set", style="init", palette=SET_COLOURS,
-                 dashes=INIT_STYLES, markers=True, errorbar="se", ax=ax, hue_order=list(SET_COLOURS))  # fmt: skip
-    ax.set(xlabel="ImageNet top-1 (%)", ylabel="normalised error",
-           title=f"{int(data['fraction'].max())}% training data{missing_note(missing)}")  # fmt: skip
+    data = readable(final(metrics))
+    fraction = int(data["fraction"].max())
+    data = data[data["fraction"] == fraction]
+    fig, ax = plt.subplots(figsize=(4.2, 3.2))
+    sns.lineplot(data=data, x="imagenet_top1", y="normalised_error", hue="set", style="init", palette=PALETTE,
+                 dashes=DASHES, markers=True, errorbar="se", err_style="bars", ax=ax)  # fmt: skip
+    ax.set(xlabel="ImageNet top-1 accuracy (%)", ylabel="normalised error",
+           title=f"{fraction}% training data{missing_note(missing)}")  # fmt: skip
+    outside_legend(ax)
     save(fig, path)
 
 
 def figure3ab(metrics: pd.DataFrame, path: Path, missing: pd.DataFrame) -> None:
     """Per fraction: pretrained normalised error vs ImageNet top-1; faint line per split, bold mean."""
-    data = final(metrics)
-    data = data[data["init"] == "imagenet"]
-    fractions = sorted(data["fraction"].unique())
-    fig, axes = plt.subplots(1, max(1, len(fractions)), figsize=(4.2 * max(1, len(fractions)), 3.4), squeeze=False)
+    data = readable(final(metrics))
+    data = data[data["init"] == INIT_NAMES["imagenet"]]
+    fractions = sorted(data["fraction"].unique()) or [0]
+    fig, axes = plt.subplots(1, len(fractions), figsize=(3.6 * len(fractions), 3.0), squeeze=False, sharey=True)
     for ax, fraction in zip(axes[0], fractions):
         part = data[data["fraction"] == fraction]
         for (set_, _split), line in part.groupby(["set", "split"]):
             line = line.sort_values("imagenet_top1")
-            ax.plot(line["imagenet_top1"], line["normalised_error"], color=SET_COLOURS[set_], alpha=0.3, lw=0.8)
-        sns.lineplot(data=part, x="imagenet_top1", y="normalised_error", hue="set", palette=SET_COLOURS,
-                     errorbar=None, marker="o", ax=ax, hue_order=list(SET_COLOURS))  # fmt: skip
-        ax.set(xlabel="ImageNet top-1 (%)", ylabel="normalised error", title=f"{fraction}% training data")
-    fig.suptitle(f"Pretrained backbones{missing_note(missing)}", fontsize=9)
+            ax.plot(line["imagenet_top1"], line["normalised_error"], color=PALETTE[set_], alpha=0.3, lw=0.8)
+        sns.lineplot(data=part, x="imagenet_top1", y="normalised_error", hue="set", palette=PALETTE,
+                     errorbar=None, marker="o", ax=ax, legend=ax is axes[0, -1])  # fmt: skip
+        ax.set(xlabel="ImageNet top-1 accuracy (%)", ylabel="normalised error", title=f"{fraction}% training data")
+    outside_legend(axes[0, -1])
+    fig.suptitle(f"Pretrained backbones{missing_note(missing)}", fontsize=9, y=1.02)
     save(fig, path)
 
 
 def learning_curves(metrics: pd.DataFrame, path: Path, missing: pd.DataFrame) -> None:
     """Figures 4 and 5A: normalised error vs iteration, scratch solid, pretrained dashed; row per fraction."""
-    data = metrics[metrics["bodypart"] == "all"]
+    data = readable(metrics[metrics["bodypart"] == "all"])
     grid = sns.relplot(data=data, x="iteration", y="normalised_error", hue="set", style="init", row="fraction",
-                       col="backbone", kind="line", palette=SET_COLOURS, dashes=INIT_STYLES, errorbar="se",
-                       height=2.4, aspect=1.2, facet_kws={"sharey": False}, hue_order=list(SET_COLOURS))  # fmt: skip
-    grid.figure.suptitle(f"Learning curves{missing_note(missing)}", fontsize=9, y=1.02)
+                       col="backbone", kind="line", palette=PALETTE, dashes=DASHES, errorbar="se", height=2.2,
+                       aspect=1.2, facet_kws={"sharey": False})  # fmt: skip
+    grid.set_titles("{col_name}, {row_name}% data", size=8)
+    grid.figure.suptitle(f"Normalised error during training{missing_note(missing)}", fontsize=9, y=1.02)
     save(grid.figure, path)
 
 
@@ -81,27 +96,32 @@ def figure5b(metrics: pd.DataFrame, path: Path, missing: pd.DataFrame) -> None:
     data = final(metrics)
     wide = data.pivot_table(index=["backbone", "fraction", "set", "split"], columns="init",
                             values="normalised_error").reset_index()  # fmt: skip
-    fig, ax = plt.subplots(figsize=(4, 4))
+    fig, ax = plt.subplots(figsize=(3.6, 3.4))
     if {"imagenet", "scratch"} <= set(wide.columns):
-        sns.scatterplot(data=wide, x="imagenet", y="scratch", hue="set", style="fraction", palette=SET_COLOURS, ax=ax,
-                        hue_order=list(SET_COLOURS))  # fmt: skip
+        wide["set"] = wide["set"].map(SET_NAMES)
+        sns.scatterplot(data=wide, x="imagenet", y="scratch", hue="set", style="fraction", palette=PALETTE, ax=ax)
         top = np.nanmax(wide[["imagenet", "scratch"]].to_numpy()) * 1.05
         ax.plot([0, top], [0, top], color="k", lw=0.7, ls=":")
+        outside_legend(ax)
     ax.set(xlabel="normalised error, pretrained", ylabel="normalised error, from scratch",
-           title=f"Scratch vs pretrained{missing_note(missing)}")  # fmt: skip
+           title=f"All backbones{missing_note(missing)}")  # fmt: skip
     save(fig, path)
 
 
 def figure3c(examples: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]], path: Path, missing: pd.DataFrame):
-    """OOD frames, ground truth (circles) vs prediction (crosses), one row per (backbone, frame, truth, pred)."""
+    """OOD frames: labels (circles) vs predictions (crosses); `examples` holds (title, image, labels, predictions)."""
     n = max(1, len(examples))
-    fig, axes = plt.subplots(1, n, figsize=(3.2 * n, 2.2), squeeze=False)
-    for ax, (title, image, truth, pred) in zip(axes[0], examples):
+    columns = min(n, 2)
+    rows = -(-n // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 2.1 * rows), squeeze=False)
+    for ax, (title, image, truth, pred) in zip(axes.ravel(), examples):
         ax.imshow(image)
-        ax.scatter(truth[:, 0], truth[:, 1], s=12, facecolors="none", edgecolors="lime", lw=0.8)
-        ax.scatter(pred[:, 0], pred[:, 1], s=12, marker="x", color="magenta", lw=0.8)
-        ax.set_title(title, fontsize=8)
-    for ax in axes[0]:
+        ax.scatter(truth[:, 0], truth[:, 1], s=14, facecolors="none", edgecolors="lime", lw=0.8)
+        ax.scatter(pred[:, 0], pred[:, 1], s=14, marker="x", color="magenta", lw=0.8)
+        ax.set_xlim(0, image.shape[1])
+        ax.set_ylim(image.shape[0], 0)
+        ax.set_title(title, fontsize=7)
+    for ax in axes.ravel():
         ax.axis("off")
     fig.suptitle(f"Out-of-domain frames: labels (o) vs predictions (x){missing_note(missing)}", fontsize=9)
     save(fig, path)

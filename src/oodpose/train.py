@@ -31,11 +31,12 @@ from torch.utils.data import DataLoader, Sampler
 from tqdm import tqdm
 
 from oodpose.atomic import atomic_file
+from oodpose.backbones import DEFAULT_TABLE, get_backbone
 from oodpose.data.cache import Cache
 from oodpose.data.dataset import GLOBAL_SCALE, PoseDataset
 from oodpose.device import runtime
 from oodpose.errors import InputError
-from oodpose.models import DEFAULT_TABLE, build_model, get_backbone
+from oodpose.models import build_model
 from oodpose.targets import LOCREF_WEIGHT, POS_DIST_THRESH, make_targets, pose_loss
 
 log = logging.getLogger(__name__)

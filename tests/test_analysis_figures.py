@@ -1,0 +1,93 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from oodpose import analysis, figures
+
+TOP1 = {"mobilenetv2_035": 60.3, "resnet50": 76.13, "efficientnet_b0": 77.1, "efficientnet_b6": 84.0}
+
+
+def metrics_table(slope=-0.01, noise=0.0, seed=0) -> pd.DataFrame:
+    """A small study's metrics: error = 1 + slope * top1 (+ per-split noise) for every cell and set."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for backbone, top1 in TOP1.items():
+        for init in ("imagenet", "scratch"):
+            for split in (1, 2, 3):
+                for fraction in (5, 50):
+                    for iteration in (100, 200):
+                        for k, set_ in enumerate(analysis.SETS):
+                            error = 1 + slope * top1 + 0.1 * k + (init == "scratch") * 0.2 + noise * rng.normal()
+                            error *= 2 if iteration == 100 else 1
+                            for bodypart in ("Nose", "all"):
+                                rows.append(dict(dataset="toy", backbone=backbone, init=init, split=split,
+                                                 fraction=fraction, imagenet_top1=top1, iteration=iteration,
+                                                 set=set_, bodypart=bodypart, n=10, pixel_error=error * 20,
+                                                 normalised_error=error, pck=1 - error / 2))  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def test_regression_recovers_a_known_slope():
+    table = analysis.regressions(metrics_table(slope=-0.01))
+    row = table[(table["init"] == "imagenet") & (table["fraction"] == 50) & (table["set"] == "test_ood")
+                & (table["metric"] == "normalised_error")].iloc[0]  # fmt: skip
+    assert row["slope"] == pytest.approx(-0.01) and row["r2"] == pytest.approx(1.0)
+    assert row["intercept"] == pytest.approx(1.2) and row["n_backbones"] == 4
+    noisy = analysis.regressions(metrics_table(slope=-0.01, noise=0.05, seed=1))
+    row = noisy[(noisy["set"] == "test_ood") & (noisy["metric"] == "normalised_error")].iloc[0]
+    assert row["slope_ci_low"] < -0.01 < row["slope_ci_high"] and 0 < row["p_value"] < 0.2
+
+
+def test_summary_uses_final_iteration_and_sem_across_splits():
+    summary = analysis.summary(metrics_table(noise=0.1))
+    assert (summary["n_splits"] == 3).all() and summary["normalised_error_sem"].gt(0).all()
+    clean = analysis.summary(metrics_table())
+    row = clean[(clean["backbone"] == "resnet50") & (clean["init"] == "imagenet") & (clean["set"] == "train")]
+    assert row["normalised_error"].iloc[0] == pytest.approx(1 - 0.01 * 76.13)  # iteration 200, not 100
+
+
+def test_pretrained_vs_scratch_is_paired():
+    paired = analysis.pretrained_vs_scratch(metrics_table(noise=0.01))
+    assert paired["mean_difference"].between(0.15, 0.25).all() and (paired["n_splits"] == 3).all()
+    assert (paired["p_value"] < 0.01).all()
+
+
+def test_table1_sits_beside_the_paper():
+    table = analysis.table1(metrics_table())
+    resnet = table.set_index("backbone").loc["resnet50"]
+    assert resnet["paper_within_domain"] == 99.8 and resnet["paper_out_of_domain"] == 81.3
+    assert resnet["within_domain"] == pytest.approx(100 * (1 - (1 - 0.7613 + 0.1) / 2))
+    assert resnet["difference_ood"] == pytest.approx(resnet["out_of_domain"] - 81.3)
+    markdown = analysis.table1_markdown(table)
+    assert markdown.count("\n") == 2 + 4 and "| resnet50 | 76.1 |" in markdown
+
+
+def test_missing_cells_are_listed():
+    metrics = metrics_table()
+    expected = metrics[analysis.CELL].drop_duplicates()
+    partial = metrics[~((metrics["backbone"] == "resnet50") & (metrics["split"] == 2))]
+    missing = analysis.missing_cells(expected, partial)
+    assert len(missing) == 4 and set(missing["backbone"]) == {"resnet50"}
+
+
+def test_figures_render_and_name_missing_cells(tmp_path, monkeypatch):
+    metrics = metrics_table(noise=0.05)
+    missing = analysis.missing_cells(metrics[analysis.CELL].drop_duplicates().assign(split=4), metrics)
+    titles = []
+
+    def keep_titles(fig, path):
+        titles.append([t.get_text() for t in fig.texts] + [a.get_title() for a in fig.axes])
+        figures.plt.close(fig)
+
+    monkeypatch.setattr(figures, "save", keep_titles)
+    figures.figure1(metrics, tmp_path / "f1", missing)
+    assert any("missing" in str(t) for t in titles[-1])
+    monkeypatch.undo()
+    figures.figure1(metrics, tmp_path / "f1", missing[:0])
+    figures.figure3ab(metrics, tmp_path / "f3ab", missing)
+    figures.learning_curves(metrics, tmp_path / "curves", missing)
+    figures.figure5b(metrics, tmp_path / "f5b", missing)
+    image = np.zeros((30, 40, 3), np.uint8)
+    figures.figure3c([("a", image, np.ones((2, 2)), np.ones((2, 2)) * 3)] * 3, tmp_path / "f3c", missing)
+    for name in ("f1", "f3ab", "curves", "f5b", "f3c"):
+        assert (tmp_path / f"{name}.png").stat().st_size > 5000 and (tmp_path / f"{name}.pdf").exists()
