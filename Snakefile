@@ -17,6 +17,7 @@ include: "rules/report.smk"
 localrules:
     all,
     synthesize,
+    fetch_weights,
     prepare,
     aggregate,
     figures,

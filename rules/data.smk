@@ -31,3 +31,16 @@ rule prepare:
         fractions=STUDY["fractions"],
     script:
         "../workflow/scripts/prepare.py"
+
+
+rule fetch_weights:
+    output:
+        "resources/weights/{backbone}.safetensors",
+    params:
+        table=config["backbones_table"],
+    log:
+        "results/logs/weights/{backbone}.log",
+    conda:
+        "../envs/oodpose.yaml"
+    script:
+        "../workflow/scripts/fetch_weights.py"

@@ -1,6 +1,7 @@
 rule train:
     input:
         cache="results/{dataset}/cache",
+        weights=weights_input,
     output:
         model="results/{dataset}/{backbone}/{init}/split{split}_frac{fraction}/model.pt",
     log:

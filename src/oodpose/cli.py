@@ -1,4 +1,4 @@
-"""Command line: ``python -m oodpose {synthesize,prepare,train,evaluate}``.
+"""Command line: ``python -m oodpose {synthesize,prepare,train,fetch-weights,evaluate}``.
 
 The workflow's scripts call the same library functions.
 """
@@ -61,6 +61,11 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--weights", help="a .pth/.safetensors file of ImageNet weights for the backbone")
     s.add_argument("--backbones-table", help="the backbone table (default config/backbones.tsv)")
 
+    s = sub.add_parser("fetch-weights", help="download a backbone's timm weights to a file (needs internet)")
+    s.add_argument("backbone")
+    s.add_argument("out")
+    s.add_argument("--backbones-table", help="the backbone table (default config/backbones.tsv)")
+
     s = sub.add_parser("evaluate", help="evaluate one trained cell")
     s.add_argument("train_dir")
     s.add_argument("cache")
@@ -104,6 +109,11 @@ def run(args: argparse.Namespace) -> None:
         fields = {f.name for f in dataclasses.fields(TrainConfig)}
         options = {k: v for k, v in vars(args).items() if k in fields and v is not None}
         train(TrainConfig(**options))
+    elif args.command == "fetch-weights":
+        from oodpose.backbones import DEFAULT_TABLE, get_backbone
+        from oodpose.models import fetch_weights
+
+        fetch_weights(get_backbone(args.backbone, args.backbones_table or DEFAULT_TABLE), args.out)
     elif args.command == "evaluate":
         from oodpose.evaluate import evaluate
 

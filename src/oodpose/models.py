@@ -20,12 +20,14 @@ from __future__ import annotations
 import importlib
 import importlib.resources
 import os
+import shutil
 from pathlib import Path
 
 import timm
 import torch
 from torch import nn
 
+from oodpose.atomic import atomic_file
 from oodpose.backbones import INITS, Backbone
 from oodpose.errors import InputError
 
@@ -78,6 +80,16 @@ def hub_weights(backbone: Backbone, tag: str, cache_dir: str | Path | None = Non
         return Path(hf_hub_download(repo, "model.safetensors", cache_dir=cache_dir, etag_timeout=10))
     except Exception as err:  # network failures come in many types; all mean the same to the user
         raise missing_weights_error(backbone, f"downloading {repo} failed: {type(err).__name__}") from err
+
+
+def fetch_weights(backbone: Backbone, dest: str | Path) -> Path:
+    """Copy a backbone's timm hub weights to `dest` (downloading them once), for offline training jobs."""
+    source, _, tag = backbone.weights.partition(":")
+    if source != "timm":
+        raise InputError(f"backbone {backbone.name!r} has no hub weights to fetch (weights: {backbone.weights})")
+    with atomic_file(dest) as tmp:
+        shutil.copyfile(hub_weights(backbone, tag), tmp)
+    return Path(dest)
 
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:

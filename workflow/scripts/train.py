@@ -1,8 +1,10 @@
+import os
 import sys
 
 from oodpose.train import TrainConfig, train
 
 sys.stderr = sys.stdout = open(snakemake.log[0], "a")  # appended: a resumed job keeps its history
+os.environ["HF_HUB_OFFLINE"] = "1"  # weights come from the job's input file; compute nodes may be offline
 w, s = snakemake.wildcards, snakemake.params.settings
 ilr, dt, cycles = s["schedule"]
 train(
@@ -22,7 +24,7 @@ train(
         curve_iterations=list(s["curve_iterations"]),
         seed=s["seed"],
         threads=snakemake.threads,
-        weights=s["weights"],
+        weights=snakemake.input.weights[0] if snakemake.input.weights else None,
         backbones_table=snakemake.params.backbones_table,
     )
 )
