@@ -21,8 +21,14 @@ localrules:
     prepare,
     aggregate,
     figures,
+    partial,
 
 
 rule all:
     input:
         study_outputs(),
+
+
+rule partial:
+    input:
+        study_outputs("partial_summary"),

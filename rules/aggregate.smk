@@ -2,22 +2,23 @@ rule aggregate:
     input:
         metrics=lambda wildcards: cell_files(wildcards, "metrics.csv"),
     output:
-        metrics="results/{dataset}/summary/metrics.csv",
-        summary="results/{dataset}/summary/summary.csv",
+        metrics="results/{dataset}/{summary}/metrics.csv",
+        summary="results/{dataset}/{summary}/summary.csv",
         regressions=report(
-            "results/{dataset}/summary/regressions.csv",
+            "results/{dataset}/{summary}/regressions.csv",
             caption="../report/regressions.rst",
             category="Statistics",
         ),
-        paired="results/{dataset}/summary/pretrained_vs_scratch.csv",
-        table1="results/{dataset}/summary/table1.csv",
+        paired="results/{dataset}/{summary}/pretrained_vs_scratch.csv",
+        missing="results/{dataset}/{summary}/missing_cells.csv",
+        table1="results/{dataset}/{summary}/table1.csv",
         table1_md=report(
-            "results/{dataset}/summary/table1.md",
+            "results/{dataset}/{summary}/table1.md",
             caption="../report/table1.rst",
             category="Table 1",
         ),
     log:
-        "results/logs/{dataset}/aggregate.log",
+        "results/logs/{dataset}/{summary}/aggregate.log",
     conda:
         "../envs/oodpose.yaml"
     params:

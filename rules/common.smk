@@ -1,3 +1,4 @@
+import json
 import math
 import os
 
@@ -33,6 +34,13 @@ wildcard_constraints:
     init="imagenet|scratch",
     split=r"\d+",
     fraction=r"\d+",
+    summary="summary|partial_summary",
+
+
+def dataset_settings(name, key=None):
+    """A dataset's config (or one key of it) with sorted keys, so that reordering YAML reruns nothing."""
+    settings = config["datasets"][name]
+    return json.loads(json.dumps(settings[key] if key else settings, sort_keys=True))
 
 
 def dataset_path(name):
@@ -54,21 +62,26 @@ def study_cells(dataset):
 
 
 def cell_files(wildcards, name):
-    """One file of every cell of the dataset's study."""
+    """One file of every cell of the dataset's study; for a partial summary, of the finished cells only."""
     pattern = "results/{dataset}/{backbone}/{init}/split{split}_frac{fraction}/{name}"
     cells = study_cells(wildcards.dataset).to_dict("records")
+    if wildcards.summary == "partial_summary":
+        finished = pattern.replace("{name}", "metrics.csv")
+        cells = [cell for cell in cells if os.path.exists(finished.format(**cell))]
     return [pattern.format(name=name, **cell) for cell in cells]
 
 
-def study_outputs():
+def study_outputs(summary="summary"):
+    """The tables and figures of every dataset of the study."""
     return expand(
         [
-            "results/{dataset}/summary/metrics.csv",
-            "results/{dataset}/summary/table1.md",
-            "results/{dataset}/summary/regressions.csv",
-            "results/{dataset}/summary/figures/figure1.png",
+            "results/{dataset}/{summary}/metrics.csv",
+            "results/{dataset}/{summary}/table1.md",
+            "results/{dataset}/{summary}/regressions.csv",
+            "results/{dataset}/{summary}/figures/figure1.png",
         ],
         dataset=STUDY["datasets"],
+        summary=summary,
     )
 
 

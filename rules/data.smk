@@ -9,7 +9,7 @@ rule synthesize:
         "../envs/oodpose.yaml"
     threads: 2
     params:
-        settings=lambda wildcards: config["datasets"][wildcards.dataset]["synthetic"],
+        settings=lambda wildcards: dataset_settings(wildcards.dataset, "synthetic"),
     script:
         "../workflow/scripts/synthesize.py"
 
@@ -27,7 +27,7 @@ rule prepare:
         "../envs/oodpose.yaml"
     threads: 2
     params:
-        dataset=lambda wildcards: config["datasets"][wildcards.dataset],
+        dataset=lambda wildcards: dataset_settings(wildcards.dataset),
         fractions=STUDY["fractions"],
     script:
         "../workflow/scripts/prepare.py"
@@ -36,11 +36,11 @@ rule prepare:
 rule fetch_weights:
     output:
         "resources/weights/{backbone}.safetensors",
-    params:
-        table=config["backbones_table"],
     log:
         "results/logs/weights/{backbone}.log",
     conda:
         "../envs/oodpose.yaml"
+    params:
+        table=config["backbones_table"],
     script:
         "../workflow/scripts/fetch_weights.py"

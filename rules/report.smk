@@ -1,36 +1,36 @@
 rule figures:
     input:
-        metrics="results/{dataset}/summary/metrics.csv",
+        metrics="results/{dataset}/{summary}/metrics.csv",
         cache="results/{dataset}/cache",
         predictions=lambda wildcards: cell_files(wildcards, "predictions.h5"),
     output:
         figure1=report(
-            "results/{dataset}/summary/figures/figure1.png",
+            "results/{dataset}/{summary}/figures/figure1.png",
             caption="../report/figure1.rst",
             category="Figures",
         ),
         figure3ab=report(
-            "results/{dataset}/summary/figures/figure3ab.png",
+            "results/{dataset}/{summary}/figures/figure3ab.png",
             caption="../report/figure3ab.rst",
             category="Figures",
         ),
         figure3c=report(
-            "results/{dataset}/summary/figures/figure3c.png",
+            "results/{dataset}/{summary}/figures/figure3c.png",
             caption="../report/figure3c.rst",
             category="Figures",
         ),
         curves=report(
-            "results/{dataset}/summary/figures/figure4_5a.png",
+            "results/{dataset}/{summary}/figures/figure4_5a.png",
             caption="../report/figure4_5a.rst",
             category="Figures",
         ),
         figure5b=report(
-            "results/{dataset}/summary/figures/figure5b.png",
+            "results/{dataset}/{summary}/figures/figure5b.png",
             caption="../report/figure5b.rst",
             category="Figures",
         ),
     log:
-        "results/logs/{dataset}/figures.log",
+        "results/logs/{dataset}/{summary}/figures.log",
     conda:
         "../envs/oodpose.yaml"
     params:

@@ -95,3 +95,12 @@ def test_mismatching_weights_name_the_key_and_shapes(tmp_path):
         build_model(backbone, 22, "imagenet", weights=tmp_path / "bad.pth")
     with pytest.raises(InputError, match="does not exist"):
         build_model(backbone, 22, "imagenet", weights=tmp_path / "none.pth")
+
+
+def test_batchnorm_statistics_stay_frozen_in_training():
+    model = build_model(get_backbone("efficientnet_lite0"), 22, "imagenet").train()
+    before = model.backbone.bn1.running_mean.clone()
+    assert model.training and not model.backbone.bn1.training
+    model(torch.randint(0, 255, (2, 3, 64, 64), dtype=torch.uint8))[0].sum().backward()
+    assert torch.equal(model.backbone.bn1.running_mean, before)
+    assert model.backbone.bn1.weight.grad is not None  # scale and shift still learn

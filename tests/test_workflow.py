@@ -135,3 +135,33 @@ def test_changing_one_backbone_rate_reruns_only_its_cells(finished_run):
         assert len(retrained) == 2  # two splits, one fraction
     finally:
         table.write_text(original)
+
+
+def test_failing_cells_leave_a_partial_summary(finished_run):
+    import pandas as pd
+
+    config = yaml.safe_load((finished_run / "config" / "test.yaml").read_text())
+    config["study"]["backbones"].append("mobilenetv2_035")  # no ImageNet weights: its pretrained cells fail
+    (finished_run / "config" / "failing.yaml").write_text(yaml.safe_dump(config))
+    result = snakemake(finished_run, "--cores", "2", "--keep-going", "--configfile", "config/failing.yaml", check=False)
+    assert result.returncode != 0
+    counts = job_counts(result.stdout + result.stderr)  # only the new backbone's cells: the YAML's reordered keys
+    assert counts["train"] == counts["evaluate"] == 4 and "synthesize" not in counts and "prepare" not in counts
+    scratch = finished_run / "results" / "synthetic" / "mobilenetv2_035" / "scratch"
+    assert (scratch / "split1_frac50" / "metrics.csv").exists()  # the other cells went on
+    log = (
+        finished_run / "results" / "logs" / "synthetic" / "mobilenetv2_035" / "imagenet" / "split1_frac50" / "train.log"
+    )
+    assert "no ImageNet weights for backbone 'mobilenetv2_035'" in log.read_text()
+
+    snakemake(finished_run, "partial", "--cores", "2", "--configfile", "config/failing.yaml")
+    partial = finished_run / "results" / "synthetic" / "partial_summary"
+    missing = pd.read_csv(partial / "missing_cells.csv")
+    assert (
+        len(missing) == 2 and set(missing["backbone"]) == {"mobilenetv2_035"} and set(missing["init"]) == {"imagenet"}
+    )
+    metrics = pd.read_csv(partial / "metrics.csv")
+    assert "mobilenetv2_035" in set(metrics["backbone"]) and (partial / "figures" / "figure1.png").exists()
+    assert (
+        "missing" in (finished_run / "results" / "logs" / "synthetic" / "partial_summary" / "aggregate.log").read_text()
+    )

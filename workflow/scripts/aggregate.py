@@ -13,6 +13,7 @@ missing = analysis.missing_cells(snakemake.params.cells, metrics)
 if len(missing):
     print(f"cells without metrics ({len(missing)}):\n{missing.to_string(index=False)}")
 out = snakemake.output
+missing.to_csv(out.missing, index=False)
 metrics.to_csv(out.metrics, index=False)
 analysis.summary(metrics).to_csv(out.summary, index=False)
 analysis.regressions(metrics).to_csv(out.regressions, index=False)

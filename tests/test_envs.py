@@ -1,0 +1,35 @@
+"""The conda env the rules use, the hashed pip lock and pyproject.toml pin the same versions."""
+
+import re
+import tomllib
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+ORCHESTRATION = {"snakemake", "snakemake-executor-plugin-slurm"}  # the host runs these, not the rules' env
+
+
+def pins(lines) -> dict[str, str]:
+    found = {}
+    for line in lines:
+        match = re.match(r"^\s*([A-Za-z0-9_.\-]+)==([^\s;]+)", line)
+        if match:
+            found[match.group(1).lower().replace("_", "-")] = match.group(2)
+    return found
+
+
+def test_env_lock_and_pyproject_agree():
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    declared = pins(project["dependencies"])
+    assert len(declared) == len(project["dependencies"]), "every runtime dependency is pinned with =="
+    env = yaml.safe_load((REPO / "envs" / "oodpose.yaml").read_text())
+    assert env["channels"] == ["conda-forge", "nodefaults"]
+    assert "python=3.11" in env["dependencies"] and project["requires-python"] == ">=3.11,<3.12"
+    pip_side = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+    env_pins = pins(pip_side)
+    assert env_pins == {k: v for k, v in declared.items() if k not in ORCHESTRATION}
+    lock_lines = (REPO / "envs" / "requirements.lock").read_text().splitlines()
+    locked = pins(lock_lines)
+    assert {k: locked.get(k) for k in declared} == declared
+    assert all("--hash=sha256:" in line for line in lock_lines if not line.startswith("#"))
