@@ -1,0 +1,111 @@
+"""download_horse10 end to end against a loopback server standing in for the hub and the benchmark repository."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import tarfile
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from oodpose.data.horse10 import BENCHMARK_FILES, check_dataset, download_horse10, extract
+from oodpose.data.labels import read_labels
+from oodpose.errors import InputError
+
+
+def tarball_of(folder: Path, prefix: str = "horse10", skip: str = "") -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:xz") as archive:
+        for path in sorted(folder.rglob("*")):
+            relative = path.relative_to(folder).as_posix()
+            if path.is_file() and not relative.startswith(BENCHMARK_FILES) and skip not in (relative if skip else "~"):
+                archive.add(path, arcname=f"{prefix}/{relative}")
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def server(synthetic_dataset):
+    """Serves /datasets/mwmathis/Horse-30/resolve/main/horse10.tar.xz and /bench/<benchmark file>."""
+    files = {
+        f"/bench/{name}": (synthetic_dataset / name).read_bytes() for name in BENCHMARK_FILES if name != "Horsescale.h5"
+    }
+    files["/bench/Horsescale.h5"] = (synthetic_dataset / "Horsescale.h5").read_bytes()
+    files["/datasets/mwmathis/Horse-30/resolve/main/horse10.tar.xz"] = tarball_of(synthetic_dataset)
+
+    class Handler(BaseHTTPRequestHandler):
+        def _head(self):
+            body = files.get(self.path)
+            self.send_response(200 if body is not None else 404)
+            if body is not None:
+                self.send_header("X-Repo-Commit", "0" * 40)
+                self.send_header("ETag", f'"{hashlib.sha256(body).hexdigest()}"')
+            self.send_header("Content-Length", str(len(body or b"")))
+            self.end_headers()
+            return body
+
+        def do_HEAD(self):
+            self._head()
+
+        def do_GET(self):
+            body = self._head()
+            if body:
+                self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{httpd.server_port}", files
+    httpd.shutdown()
+
+
+def run_download(url, out, tmp_path, **kwargs):
+    expected = {"individuals": 5, "frames": 150, "bodyparts": 22}
+    return download_horse10(out, benchmark_url=f"{url}/bench", expected=expected, cache_dir=tmp_path / "hf",
+                            endpoint=url, **kwargs)  # fmt: skip
+
+
+def test_download_lays_out_a_readable_dataset(server, tmp_path):
+    url, _ = server
+    out = run_download(url, tmp_path / "horse10", tmp_path)
+    labels = read_labels(out)
+    assert len(labels.frames) == 150 and (out / "TrainTestInfo_shuffle3.csv").exists()
+    assert (out / "labeled-data").is_dir() and not (out / ".extract").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hf", "horse10"]  # no temporary folder left
+
+
+def test_unexpected_counts_and_checksums_are_named(server, tmp_path):
+    url, _ = server
+    with pytest.raises(InputError, match=r"individuals 5 \(expected 30\), frames 150 \(expected 8114\)"):
+        download_horse10(tmp_path / "h", benchmark_url=f"{url}/bench", cache_dir=tmp_path / "hf", endpoint=url)
+    with pytest.raises(InputError, match="Horsescale.h5: sha256 .* does not match"):
+        run_download(url, tmp_path / "h", tmp_path, sha256={"Horsescale.h5": "0" * 64})
+    assert not (tmp_path / "h").exists()
+
+
+def test_archive_without_labeled_data_or_with_missing_images(tmp_path, synthetic_dataset):
+    bad = tmp_path / "bad.tar.xz"
+    bad.write_bytes(tarball_of(synthetic_dataset / "labeled-data" / "BayHorse01", prefix="other"))
+    with pytest.raises(InputError, match=r"no labeled-data/ folder in the archive \(top level: \['other'\]\)"):
+        extract(bad, tmp_path / "x")
+    partial = tmp_path / "partial.tar.xz"
+    partial.write_bytes(tarball_of(synthetic_dataset, skip="BayHorse01/0003.png"))
+    root = extract(partial, tmp_path / "y")
+    with pytest.raises(InputError, match="0003.png: image listed in the labels is missing"):
+        check_dataset(root, {"individuals": 5, "frames": 150, "bodyparts": 22})
+
+
+def test_path_escapes_are_refused(tmp_path):
+    evil = tmp_path / "evil.tar.xz"
+    with tarfile.open(evil, "w:xz") as archive:
+        data = b"x"
+        info = tarfile.TarInfo("../outside.txt")
+        info.size = len(data)
+        archive.addfile(info, io.BytesIO(data))
+    with pytest.raises(InputError, match="cannot extract"):
+        extract(evil, tmp_path / "into")
+    assert not (tmp_path / "outside.txt").exists()
