@@ -21,7 +21,7 @@ def tarball_of(folder: Path, prefix: str = "horse10", skip: str = "") -> bytes:
     with tarfile.open(fileobj=buffer, mode="w:xz") as archive:
         for path in sorted(folder.rglob("*")):
             relative = path.relative_to(folder).as_posix()
-            if path.is_file() and not relative.startswith(BENCHMARK_FILES) and skip not in (relative if skip else "~"):
+            if path.is_file() and not relative.startswith(BENCHMARK_FILES) and not (skip and skip in relative):
                 archive.add(path, arcname=f"{prefix}/{relative}")
     return buffer.getvalue()
 

@@ -49,6 +49,7 @@ def download_file(url: str, dest: Path, sha256: str | None = None) -> Path:
 
 def extract(tarball: Path, into: Path) -> Path:
     """Extract safely and return the folder that holds ``labeled-data``."""
+    into.mkdir(parents=True, exist_ok=True)
     try:
         with tarfile.open(tarball) as archive:
             archive.extractall(into, filter="data")
