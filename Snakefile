@@ -18,6 +18,7 @@ localrules:
     all,
     synthesize,
     fetch_weights,
+    download_horse10,
     prepare,
     aggregate,
     figures,

@@ -44,8 +44,23 @@ def dataset_settings(name, key=None):
 
 
 def dataset_path(name):
-    """A dataset's folder; synthetic ones are generated under results/."""
-    return config["datasets"][name].get("path", f"results/{name}/dataset")
+    """A dataset's folder; synthetic ones are generated under results/, downloaded ones under data/."""
+    dataset = config["datasets"][name]
+    default = f"data/{name}" if "download" in dataset else f"results/{name}/dataset"
+    return dataset.get("path", default)
+
+
+def dataset_inputs(wildcards):
+    """What `prepare` reads: the dataset folder, and the mapping file when there is one."""
+    dataset = config["datasets"][wildcards.dataset]
+    return [dataset_path(wildcards.dataset)] + (
+        [dataset["individuals"]] if "individuals" in dataset else []
+    )
+
+
+DOWNLOADS = [
+    name for name, d in config["datasets"].items() if d.get("download") == "horse10"
+]
 
 
 def study_cells(dataset):

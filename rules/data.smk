@@ -16,7 +16,7 @@ rule synthesize:
 
 rule prepare:
     input:
-        lambda wildcards: dataset_path(wildcards.dataset),
+        dataset_inputs,
     output:
         directory("results/{dataset}/cache"),
     log:
@@ -44,3 +44,18 @@ rule fetch_weights:
         table=config["backbones_table"],
     script:
         "../workflow/scripts/fetch_weights.py"
+
+
+rule download_horse10:
+    output:
+        directory("data/{download}"),
+    log:
+        "results/logs/{download}/download.log",
+    wildcard_constraints:
+        download="|".join(DOWNLOADS) or "^$",
+    conda:
+        "../envs/oodpose.yaml"
+    params:
+        dataset=lambda wildcards: dataset_settings(wildcards.download),
+    script:
+        "../workflow/scripts/download_horse10.py"

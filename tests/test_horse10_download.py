@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import shutil
 import tarfile
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -109,3 +110,20 @@ def test_path_escapes_are_refused(tmp_path):
     with pytest.raises(InputError, match="cannot extract"):
         extract(evil, tmp_path / "into")
     assert not (tmp_path / "outside.txt").exists()
+
+
+def test_download_rule_through_the_workflow(server, tmp_path, monkeypatch):
+    import yaml
+    from test_workflow import REPO, snakemake
+
+    url, _ = server
+    shutil.copytree(REPO / "config", tmp_path / "config")
+    config = yaml.safe_load((tmp_path / "config" / "config.yaml").read_text())
+    config["datasets"]["horse10"] |= {"benchmark_url": f"{url}/bench",
+                                      "expect": {"individuals": 5, "frames": 150, "bodyparts": 22}}  # fmt: skip
+    (tmp_path / "config" / "mirror.yaml").write_text(yaml.safe_dump(config))
+    monkeypatch.setenv("HF_ENDPOINT", url)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    snakemake(tmp_path, "data/horse10", "--cores", "1", "--configfile", "config/mirror.yaml")
+    assert len(read_labels(tmp_path / "data" / "horse10").frames) == 150
+    assert (tmp_path / "data" / "horse10" / "Horsescale.h5").exists()

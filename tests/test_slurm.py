@@ -31,7 +31,7 @@ def cluster():
 def slurm_jobs() -> list[dict[str, str]]:
     """Every job the controller still knows (finished ones stay MinJobAge=300 s), as key=value dicts."""
     out = subprocess.run(["scontrol", "show", "job", "-o"], capture_output=True, text=True).stdout
-    return [dict(f.split("=", 1) for f in line.split() if "=" in f) for line in out.splitlines() if line.strip()]
+    return [dict(f.split("=", 1) for f in line.split() if "=" in f) for line in out.splitlines() if "JobId=" in line]
 
 
 def test_test_study_runs_through_slurm_with_gpu_requests(cluster, tmp_path):

@@ -48,13 +48,10 @@ def workdir(tmp_path) -> Path:
 
 
 def test_paper_config_dry_run_counts(workdir):
-    config = yaml.safe_load((workdir / "config" / "config.yaml").read_text())
-    (workdir / "horse10").mkdir()
-    config["datasets"]["horse10"]["path"] = str(workdir / "horse10")
-    (workdir / "paper.yaml").write_text(yaml.safe_dump(config))
-    counts = job_counts(snakemake(workdir, "-n", "--quiet", "rules", "--configfile", "paper.yaml").stdout)
+    counts = job_counts(snakemake(workdir, "-n", "--quiet", "rules").stdout)  # config/config.yaml, from nothing
     assert counts["train"] == 156 and counts["evaluate"] == 156
-    assert counts["prepare"] == counts["aggregate"] == counts["figures"] == counts["all"] == 1
+    assert counts["download_horse10"] == counts["prepare"] == counts["aggregate"] == counts["figures"] == 1
+    assert counts["fetch_weights"] == 11  # every pretrained backbone with timm weights, fetched once
 
 
 def test_schema_rejects_bad_config(workdir):

@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from oodpose.atomic import atomic_dir
+from oodpose.data.coco import read_coco
 from oodpose.data.labels import Labels, read_labels
 from oodpose.data.scales import frame_scales
 from oodpose.data.splits import ROLES, add_fractions, make_splits, official_split_files, read_official_splits
@@ -36,7 +37,9 @@ class DatasetSettings:
     """How a dataset is split and normalised; part of the cache so every cell sees the same."""
 
     fractions: tuple[int, ...] = (5, 50)
-    scale_bodyparts: tuple[str, str] = ("Nose", "Eye")
+    scale_bodyparts: tuple[str, str] | None = None  # None: a nose- and an eye-like bodypart
+    labels: str | None = None  # a COCO keypoint file (relative to the dataset) instead of DeepLabCut's
+    individuals: str | None = None  # CSV folder,individual mapping several folders to one animal
     n_splits: int = 3
     n_train_individuals: int = 10
     seed: int = 0
@@ -68,7 +71,10 @@ def frozen_splits(root: Path, labels: Labels, settings: DatasetSettings) -> tupl
 def prepare_cache(root: str | Path, out: str | Path, settings: DatasetSettings = DatasetSettings()) -> Path:
     """Read, split and decode the dataset at `root` into the cache folder `out` (atomically)."""
     root, out = Path(root), Path(out)
-    labels = read_labels(root)
+    if settings.labels:
+        labels = read_coco(root / settings.labels, root)
+    else:
+        labels = read_labels(root, settings.individuals)
     scales = frame_scales(root, labels, settings.scale_bodyparts)
     splits, split_source = frozen_splits(root, labels, settings)
     n_ood = int((splits["role"] == "test_ood").sum())

@@ -9,15 +9,18 @@ Rows are indexed by the frame path, as one string (older projects) or as a 3-lev
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import yaml
 from PIL import Image
 
 from oodpose.errors import InputError
 
+log = logging.getLogger(__name__)
 HOW_TO_GET_DATA = (
     "Generate the synthetic Horse-30 with `python -m oodpose synthesize <folder>`, "
     "or download Horse-10 (the Hugging Face dataset mwmathis/Horse-30, horse10.tar.xz) and extract it there."
@@ -101,8 +104,47 @@ def image_size(path: Path) -> tuple[int, int]:
         raise InputError(f"{path}: image listed in the labels is unreadable ({err})") from err
 
 
-def read_labels(root: str | Path) -> Labels:
-    """Read every labelled frame of the dataset at `root` into one `Labels`."""
+def read_individuals(path: str | Path, folders: set[str]) -> dict[str, str]:
+    """A folder -> individual mapping (CSV with columns folder, individual), for videos of one animal."""
+    path = Path(path)
+    try:
+        table = pd.read_csv(path, dtype=str)
+        mapping = dict(zip(table["folder"], table["individual"]))
+    except (OSError, ValueError, KeyError) as err:
+        raise InputError(
+            f"{path}: expected a CSV with columns folder,individual ({type(err).__name__}: {err})"
+        ) from err
+    unknown = sorted(set(mapping) - folders)
+    if unknown:
+        raise InputError(
+            f"{path}: names folders that are not in labeled-data/: {unknown[:5]}; known: {sorted(folders)[:5]}"
+        )
+    return mapping
+
+
+def check_project_bodyparts(root: Path, bodyparts: tuple[str, ...]) -> None:
+    """A DeepLabCut project's config.yaml and its label files must list the same bodyparts."""
+    path = root / "config.yaml"
+    if not path.exists():
+        return
+    listed = yaml.safe_load(path.read_text()).get("bodyparts")
+    if not isinstance(listed, list):  # multi-animal projects say "MULTI!"; no list to compare
+        return
+    if list(listed) != list(bodyparts):
+        only_config = [b for b in listed if b not in bodyparts]
+        only_labels = [b for b in bodyparts if b not in listed]
+        raise InputError(
+            f"{path}: bodyparts disagree with the CollectedData files: only in config.yaml {only_config}, "
+            f"only in the labels {only_labels}" + ("" if only_config or only_labels else " (same names, other order)")
+        )
+
+
+def read_labels(root: str | Path, individuals: str | Path | None = None) -> Labels:
+    """Read every labelled frame of the dataset at `root` into one `Labels`.
+
+    Individuals are the ``labeled-data`` folders, or what the `individuals` mapping file makes of them.
+    Frames with no label at all are skipped (and counted in the log).
+    """
     root = Path(root)
     if not root.is_dir():
         raise InputError(f"dataset folder {root} does not exist. {HOW_TO_GET_DATA}")
@@ -119,13 +161,19 @@ def read_labels(root: str | Path) -> Labels:
     bodyparts = tuple(dict.fromkeys(df.columns.get_level_values("bodyparts")))
     xy = df.reindex(columns=pd.MultiIndex.from_product([bodyparts, ["x", "y"]]))
     keypoints = xy.to_numpy(dtype=np.float32).reshape(len(df), len(bodyparts), 2)
+    check_project_bodyparts(root, bodyparts)
     labelled = ~np.isnan(keypoints).all(axis=(1, 2))
+    if not labelled.all():
+        log.info("%s: skipped %d frames with no labels at all", root, int((~labelled).sum()))
     df, keypoints = df[labelled], keypoints[labelled]
     frames = pd.DataFrame({"frame": df.index.astype(str)})
     if frames["frame"].duplicated().any():
         dup = frames["frame"][frames["frame"].duplicated()].tolist()[:5]
         raise InputError(f"{root}: frames labelled more than once: {dup}")
     frames["individual"] = [f.split("/")[-2] if f.count("/") >= 1 else "" for f in frames["frame"]]
+    if individuals:
+        mapping = read_individuals(individuals, set(frames["individual"]))
+        frames["individual"] = frames["individual"].map(lambda folder: mapping.get(folder, folder))
     sizes = [image_size(root / f) for f in frames["frame"]]
     frames["width"] = np.array([s[0] for s in sizes], dtype=np.int32)
     frames["height"] = np.array([s[1] for s in sizes], dtype=np.int32)

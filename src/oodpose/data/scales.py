@@ -17,8 +17,9 @@ from oodpose.errors import InputError
 SCALE_FILE = "Horsescale.h5"
 
 
-def frame_scales(root: Path, labels: Labels, scale_bodyparts: tuple[str, str]) -> np.ndarray:
-    """One scale per labelled frame, from ``Horsescale.h5`` when present, else from the labels."""
+def frame_scales(root: Path, labels: Labels, scale_bodyparts: tuple[str, str] | None = None) -> np.ndarray:
+    """One scale per labelled frame, from ``Horsescale.h5`` when present, else from the labels
+    (`scale_bodyparts`, by default a nose- and an eye-like bodypart)."""
     path = root / SCALE_FILE
     if path.exists():
         table = pd.read_hdf(path)
@@ -30,8 +31,21 @@ def frame_scales(root: Path, labels: Labels, scale_bodyparts: tuple[str, str]) -
         if missing:
             raise InputError(f"{path}: no scale for {len(missing)} labelled frames, e.g. {missing[:3]}")
         return scales
-    per_individual = individual_scales(labels, scale_bodyparts)
+    per_individual = individual_scales(labels, scale_bodyparts or default_scale_bodyparts(labels.bodyparts))
     return labels.frames["individual"].map(per_individual).to_numpy(dtype=np.float64)
+
+
+def default_scale_bodyparts(bodyparts: tuple[str, ...]) -> tuple[str, str]:
+    """A nose-like and an eye-like bodypart (Horse-10's Nose and Eye), or a clear error asking for two."""
+    lower = {b.lower(): b for b in bodyparts}
+    nose = next((lower[n] for n in ("nose", "snout", "muzzle") if n in lower), None)
+    eye = next((b for b in bodyparts if "eye" in b.lower()), None)
+    if nose is None or eye is None:
+        raise InputError(
+            f"no nose- and eye-like bodyparts among {list(bodyparts)} to normalise errors by; "
+            "name two bodyparts with `scale_bodyparts` in the dataset's config (--scale-bodyparts)"
+        )
+    return nose, eye
 
 
 def individual_scales(labels: Labels, scale_bodyparts: tuple[str, str]) -> pd.Series:
