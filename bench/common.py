@@ -41,3 +41,20 @@ def timed_snakemake(workdir: Path, *args: str) -> float:
     if result.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} failed:\n{result.stderr[-3000:]}")
     return time.perf_counter() - start
+
+
+def synthetic_cache(root: Path, frames: int, individuals: int = 12) -> Path:
+    """A prepared synthetic Horse-30 of `frames` frames at 288x162 (reused when already there)."""
+    from oodpose.data.cache import DatasetSettings, prepare_cache
+    from oodpose.data.synthetic import generate
+
+    cache = root / f"cache-{frames}"
+    if not (cache / "meta.json").exists():
+        dataset = generate(
+            root / f"dataset-{frames}",
+            n_individuals=individuals,
+            total_frames=frames,
+            n_train_individuals=max(1, individuals // 3),
+        )
+        prepare_cache(dataset, cache, DatasetSettings(n_train_individuals=max(1, individuals // 3)))
+    return cache

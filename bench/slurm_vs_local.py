@@ -23,12 +23,20 @@ def main() -> dict:
     try:
         with tempfile.TemporaryDirectory() as local, tempfile.TemporaryDirectory() as slurm:
             local_s = timed_snakemake(workflow_dir(Path(local)), "--cores", "2", "--configfile", "config/test.yaml")
-            slurm_s = timed_snakemake(workflow_dir(Path(slurm)), "--profile", "profiles/slurm-ci", "--configfile",
-                                      "config/test.yaml")  # fmt: skip
+            slurm_s = timed_snakemake(
+                workflow_dir(Path(slurm)), "--profile", "profiles/slurm-ci", "--configfile", "config/test.yaml"
+            )
     finally:
         subprocess.run([str(cluster), "stop"], check=True)
-    return {"benchmark": "slurm_vs_local", "machine": machine(), "local_cores2_s": local_s, "slurm_s": slurm_s,
-            "ratio": slurm_s / local_s, "target_ratio": 2.0, "meets_target": slurm_s <= 2 * local_s}  # fmt: skip
+    return {
+        "benchmark": "slurm_vs_local",
+        "machine": machine(),
+        "local_cores2_s": local_s,
+        "slurm_s": slurm_s,
+        "ratio": slurm_s / local_s,
+        "target_ratio": 2.0,
+        "meets_target": slurm_s <= 2 * local_s,
+    }
 
 
 if __name__ == "__main__":

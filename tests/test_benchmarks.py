@@ -1,0 +1,30 @@
+"""Every benchmark runs in its tiny mode and prints one JSON object, so none of them rots.
+
+The timings themselves are not checked here: benchmarks check speed, tests check behaviour.
+"""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+
+
+@pytest.mark.parametrize(
+    "script, args",
+    [
+        ("train_overhead.py", ["--tiny"]),
+        ("eval_throughput.py", ["--tiny"]),
+        ("data.py", ["--tiny"]),
+        ("demo.py", ["--tiny"]),
+        ("workflow_dag.py", ["--repeats", "1"]),
+    ],
+)
+def test_benchmark_tiny_mode_prints_json(script, args):
+    result = subprocess.run([sys.executable, str(BENCH / script), *args], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout)
+    assert report["benchmark"] == script.removesuffix(".py") and "machine" in report
