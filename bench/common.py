@@ -58,3 +58,13 @@ def synthetic_cache(root: Path, frames: int, individuals: int = 12) -> Path:
         )
         prepare_cache(dataset, cache, DatasetSettings(n_train_individuals=max(1, individuals // 3)))
     return cache
+
+
+def train_seconds(cache: Path, out: Path, backbone: str, init: str, iterations: int, **options) -> list[float]:
+    """Train one cell with `oodpose.train` and return its logged seconds per iteration."""
+    import pandas as pd
+
+    from oodpose.train import TrainConfig, train
+
+    train(TrainConfig(cache=str(cache), out=str(out), backbone=backbone, init=init, iterations=iterations, **options))
+    return pd.read_csv(out / "train_log.csv")["seconds"].tolist()

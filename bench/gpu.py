@@ -23,7 +23,7 @@ import pandas as pd
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import machine, synthetic_cache  # noqa: E402
+from common import machine, synthetic_cache, train_seconds  # noqa: E402
 
 from oodpose.backbones import load_backbones  # noqa: E402
 from oodpose.data.cache import Cache  # noqa: E402
@@ -31,7 +31,6 @@ from oodpose.data.dataset import PoseDataset  # noqa: E402
 from oodpose.evaluate import evaluate  # noqa: E402
 from oodpose.models import build_model  # noqa: E402
 from oodpose.targets import make_targets, pose_loss  # noqa: E402
-from oodpose.train import TrainConfig, train  # noqa: E402
 
 PAPER = ["mobilenetv2_035", "mobilenetv2_050", "mobilenetv2_075", "mobilenetv2_100", "resnet50", "resnet101"] + [
     f"efficientnet_b{i}" for i in range(7)
@@ -62,21 +61,6 @@ def bare_step(cache: Cache, backbone: str, amp: bool, channels_last: bool, itera
     return statistics.median(times[5:])
 
 
-def real_loop(cache_path: Path, out: Path, backbone: str, init: str, iterations: int) -> float:
-    train(
-        TrainConfig(
-            cache=str(cache_path),
-            out=str(out),
-            backbone=backbone,
-            init=init,
-            iterations=iterations,
-            snapshot_every=iterations,
-            device="cuda",
-        )
-    )
-    return float(pd.read_csv(out / "train_log.csv")["seconds"].iloc[10:].median())
-
-
 def main(root: Path, tiny: bool) -> dict:
     torch.backends.cudnn.benchmark = True
     cache_path = synthetic_cache(root, 600)
@@ -84,18 +68,7 @@ def main(root: Path, tiny: bool) -> dict:
     report = {"benchmark": "gpu", "machine": machine(), "bf16_supported": torch.cuda.is_bf16_supported()}
     for backbone, init in (("efficientnet_lite0", "imagenet"), ("resnet50", "scratch")):
         out = root / f"{backbone}-{init}"
-        train(
-            TrainConfig(
-                cache=str(cache_path),
-                out=str(out),
-                backbone=backbone,
-                init=init,
-                iterations=200,
-                snapshot_every=100,
-                curve_iterations=[100],
-                device="cuda",
-            )
-        )
+        train_seconds(cache_path, out, backbone, init, 200, snapshot_every=100, curve_iterations=[100], device="cuda")
         metrics = evaluate(out, cache_path, out / "predictions.h5", out / "metrics.csv", device="cuda")
         final = metrics[(metrics["bodypart"] == "all") & (metrics["iteration"] == 200)].set_index("set")
         settings = json.loads((out / "settings.json").read_text())
@@ -105,7 +78,9 @@ def main(root: Path, tiny: bool) -> dict:
             "pck": final["pck"].to_dict(),
         }
     n = 30 if tiny else 80
-    real = real_loop(cache_path, root / "loader", "resnet50", "scratch", n)
+    real = statistics.median(
+        train_seconds(cache_path, root / "loader", "resnet50", "scratch", n, snapshot_every=n, device="cuda")[10:]
+    )
     bare = bare_step(cache, "resnet50", amp=True, channels_last=True, iterations=n)
     report["resnet50_loader"] = {
         "real_loop_s": real,

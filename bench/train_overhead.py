@@ -18,18 +18,16 @@ import tempfile
 import time
 from pathlib import Path
 
-import pandas as pd
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import machine, synthetic_cache  # noqa: E402
+from common import machine, synthetic_cache, train_seconds  # noqa: E402
 
 from oodpose.backbones import get_backbone  # noqa: E402
 from oodpose.data.cache import Cache  # noqa: E402
 from oodpose.data.dataset import PoseDataset  # noqa: E402
 from oodpose.models import build_model  # noqa: E402
 from oodpose.targets import make_targets, pose_loss  # noqa: E402
-from oodpose.train import TrainConfig, train  # noqa: E402
 
 BACKBONES = [("mobilenetv2_035", "scratch"), ("efficientnet_lite0", "imagenet"), ("resnet50", "scratch")]
 
@@ -60,18 +58,7 @@ def profile_iteration(cache_path: Path, out: Path, backbone: str, init: str, pat
     from torch.profiler import ProfilerActivity, profile
 
     with profile(activities=[ProfilerActivity.CPU]) as prof:
-        train(
-            TrainConfig(
-                cache=str(cache_path),
-                out=str(out),
-                backbone=backbone,
-                init=init,
-                iterations=2,
-                snapshot_every=2,
-                device="cpu",
-                threads=2,
-            )
-        )
+        train_seconds(cache_path, out, backbone, init, 2, snapshot_every=2, device="cpu", threads=2)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(prof.key_averages().table(sort_by="cpu_time_total", row_limit=30))
 
@@ -93,20 +80,17 @@ def main(tiny: bool, workers: int) -> dict:
         cache = Cache(cache_path)
         for backbone, init in BACKBONES[:1] if tiny else BACKBONES:
             out = Path(tmp) / f"{backbone}-{init}"
-            train(
-                TrainConfig(
-                    cache=str(cache_path),
-                    out=str(out),
-                    backbone=backbone,
-                    init=init,
-                    iterations=iterations,
-                    snapshot_every=max(1, iterations // 2),
-                    device="cpu",
-                    threads=2,
-                    workers=workers,
-                )
-            )
-            real = pd.read_csv(out / "train_log.csv")["seconds"].iloc[warmup:].tolist()
+            real = train_seconds(
+                cache_path,
+                out,
+                backbone,
+                init,
+                iterations,
+                snapshot_every=max(1, iterations // 2),
+                device="cpu",
+                threads=2,
+                workers=workers,
+            )[warmup:]
             bare = bare_step_seconds(cache, backbone, init, iterations, threads=2)[warmup:]
             ratio = statistics.median(real) / statistics.median(bare)
             report["backbones"][backbone] = {

@@ -96,6 +96,12 @@ def test_corrupted_snapshot_falls_back_to_previous(synthetic_cache, tmp_path, ca
         train_module.latest_snapshot(out / "snapshots")
 
 
+def test_snapshots_of_another_cell_are_refused(synthetic_cache, tmp_path):
+    train(config(synthetic_cache, tmp_path / "f", iterations=10))
+    with pytest.raises(InputError, match="snapshot-0000010.pt was written for .*'backbone': 'mobilenetv2_035'"):
+        train(config(synthetic_cache, tmp_path / "f", backbone="efficientnet_lite0", iterations=20))
+
+
 def test_nan_loss_stops_with_iteration_and_rate(synthetic_cache, tmp_path, monkeypatch):
     monkeypatch.setattr(train_module, "pose_loss", lambda *a, **k: (torch.tensor(float("nan")),) * 3)
     with pytest.raises(FloatingPointError, match="iteration 0 \\(learning rate 0.05\\)"):

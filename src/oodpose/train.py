@@ -198,7 +198,14 @@ def train(config: TrainConfig) -> Path:
 
     start = 0
     state = latest_snapshot(snapshots)
+    identity = {"backbone": cfg.backbone, "init": cfg.init, "split": cfg.split, "fraction": cfg.fraction}
     if state is not None:
+        written_for = state.get("identity", identity)
+        if written_for != identity:
+            raise InputError(
+                f"{state['path']} was written for {written_for}, not {identity}; use another output folder "
+                "or delete its snapshots"
+            )
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scaler.load_state_dict(state["scaler"])
@@ -288,6 +295,7 @@ def train(config: TrainConfig) -> Path:
                         "optimizer": optimizer.state_dict(),
                         "scaler": scaler.state_dict(),
                         "rng": rng_state(),
+                        "identity": identity,
                     },
                     snapshots / f"snapshot-{done:07d}.pt",
                 )

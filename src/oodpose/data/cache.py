@@ -126,6 +126,7 @@ class Cache:
         self.keypoints = np.load(self.path / "keypoints.npy")
         self.splits = pd.read_parquet(self.path / "splits.parquet")
         self.bodyparts: list[str] = self.meta["bodyparts"]
+        self.sizes = self.index[["width", "height"]].to_numpy()  # per frame, read once: items need it fast
 
     @cached_property
     def images(self) -> np.ndarray:

@@ -52,13 +52,13 @@ def canvas_size(cache: Cache, global_scale: float = GLOBAL_SCALE) -> tuple[int, 
 
 def resize_factors(cache: Cache, rows: np.ndarray, global_scale: float) -> np.ndarray:
     """(frames, 2) x and y factors from original to network-input pixels (sizes round to whole pixels)."""
-    size = cache.index[["width", "height"]].to_numpy()[np.atleast_1d(rows)].astype(np.float64)
+    size = cache.sizes[np.atleast_1d(rows)].astype(np.float64)
     return (np.round(size * global_scale) / size).astype(np.float32)
 
 
 def scaled_frame(cache: Cache, row: int, global_scale: float) -> tuple[np.ndarray, np.ndarray]:
     """Frame `row` resized by `global_scale` on the fixed canvas, with its keypoints scaled alike."""
-    height, width = int(cache.index["height"].iat[row]), int(cache.index["width"].iat[row])
+    width, height = (int(v) for v in cache.sizes[row])
     factors = resize_factors(cache, row, global_scale)[0]
     size = (int(round(width * factors[0])), int(round(height * factors[1])))
     canvas = np.zeros((*canvas_size(cache, global_scale), 3), dtype=np.uint8)
