@@ -103,7 +103,7 @@ def main(tiny: bool, workers: int) -> dict:
             if not tiny:
                 profile_iteration(
                     cache_path,
-                    Path(tmp) / "profile",
+                    Path(tmp) / f"profile-{backbone}",
                     backbone,
                     init,
                     Path(__file__).parent / "profiles" / f"train_{backbone}.txt",
