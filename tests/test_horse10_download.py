@@ -127,3 +127,29 @@ def test_download_rule_through_the_workflow(server, tmp_path, monkeypatch):
     snakemake(tmp_path, "data/horse10", "--cores", "1", "--configfile", "config/mirror.yaml")
     assert len(read_labels(tmp_path / "data" / "horse10").frames) == 150
     assert (tmp_path / "data" / "horse10" / "Horsescale.h5").exists()
+
+
+def test_cut_downloads_fail_cleanly(tmp_path):
+    """A server that promises more bytes than it sends, and one that is not there."""
+    from oodpose.data.horse10 import download_file
+
+    class Liar(BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Length", "1000")
+            self.end_headers()
+            self.wfile.write(b"only a part")
+
+        def log_message(self, *args):
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Liar)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        with pytest.raises(InputError, match="Horsescale.h5: received 11 bytes, expected 1000; the download was cut"):
+            download_file(f"http://127.0.0.1:{httpd.server_port}/Horsescale.h5", tmp_path / "Horsescale.h5")
+    finally:
+        httpd.shutdown()
+    with pytest.raises(InputError, match="download failed"):
+        download_file("http://127.0.0.1:9/x.csv", tmp_path / "x.csv")
+    assert list(tmp_path.iterdir()) == []  # nothing half-written

@@ -12,6 +12,7 @@ taken for a dataset.
 from __future__ import annotations
 
 import hashlib
+import http.client
 import shutil
 import tarfile
 import urllib.request
@@ -33,12 +34,15 @@ EXPECTED = {"individuals": 30, "frames": 8114, "bodyparts": 22}
 def download_file(url: str, dest: Path, sha256: str | None = None) -> Path:
     """Fetch `url` to `dest` atomically, checking the byte count (and the sha256 when given)."""
     digest = hashlib.sha256()
-    with urllib.request.urlopen(url, timeout=60) as response, atomic_file(dest) as tmp:
-        expected = int(response.headers.get("Content-Length", -1))
-        with open(tmp, "wb") as f:
-            while chunk := response.read(1 << 20):
-                f.write(chunk)
-                digest.update(chunk)
+    with atomic_file(dest) as tmp:
+        try:
+            with urllib.request.urlopen(url, timeout=60) as response, open(tmp, "wb") as f:
+                expected = int(response.headers.get("Content-Length", -1))
+                while chunk := response.read(1 << 20):
+                    f.write(chunk)
+                    digest.update(chunk)
+        except (http.client.HTTPException, OSError) as err:  # URLError, timeouts and cut transfers among them
+            raise InputError(f"{url}: download failed ({type(err).__name__}: {err}); rerun to start it again") from err
         size = tmp.stat().st_size
         if expected >= 0 and size != expected:
             raise InputError(f"{url}: received {size} bytes, expected {expected}; the download was cut, retry")
