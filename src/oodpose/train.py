@@ -245,7 +245,6 @@ def train(config: TrainConfig) -> Path:
         dynamic_ncols=False,
     )
     tick = time.perf_counter()
-    iteration = start
     try:
         for iteration, (images, keypoints, _) in enumerate(loader, start=start):
             lr = learning_rate(iteration, cfg.iterations, cfg.ilr, cfg.dt, cfg.cycles)
