@@ -12,6 +12,11 @@ validate(config, "../config/schema.yaml")
 
 BACKBONES = load_backbones(config["backbones_table"])
 STUDY = config["study"]
+for name in STUDY["datasets"]:
+    if name not in config["datasets"]:
+        raise ValueError(
+            f"study dataset {name!r} is not under `datasets:` in the config; defined: {', '.join(config['datasets'])}"
+        )
 for name in STUDY["backbones"]:
     if name not in BACKBONES:
         raise ValueError(

@@ -60,6 +60,13 @@ def test_schema_rejects_bad_config(workdir):
     (workdir / "bad.yaml").write_text(yaml.safe_dump(config))
     result = snakemake(workdir, "-n", "--configfile", "bad.yaml", check=False)
     assert result.returncode != 0 and "random" in result.stdout + result.stderr
+    config["study"]["inits"] = ["imagenet"]
+    config["study"]["datasets"] = ["horse99"]
+    (workdir / "bad.yaml").write_text(yaml.safe_dump(config))
+    result = snakemake(workdir, "-n", "--configfile", "bad.yaml", check=False)
+    assert (
+        result.returncode != 0 and "study dataset 'horse99' is not under `datasets:`" in result.stdout + result.stderr
+    )
 
 
 @pytest.fixture(scope="module")

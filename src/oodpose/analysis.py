@@ -79,12 +79,16 @@ def regressions(metrics: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=REGRESSION_COLUMNS)
 
 
+def paired_errors(metrics: pd.DataFrame) -> pd.DataFrame:
+    """Final normalised error with one column per init: a row per dataset, backbone, fraction, set and split."""
+    return final(metrics).pivot_table(
+        index=["dataset", "backbone", "fraction", "set", "split"], columns="init", values="normalised_error"
+    )
+
+
 def pretrained_vs_scratch(metrics: pd.DataFrame) -> pd.DataFrame:
     """Per backbone, fraction and set: scratch minus pretrained, paired across splits, with a paired t-test."""
-    table = final(metrics)
-    wide = table.pivot_table(
-        index=["dataset", "backbone", "fraction", "set", "split"], columns="init", values="normalised_error"
-    ).dropna()
+    wide = paired_errors(metrics).dropna()
     if not {"imagenet", "scratch"} <= set(wide.columns):
         return pd.DataFrame(
             columns=["dataset", "backbone", "fraction", "set", "n_splits", "mean_difference", "p_value"]

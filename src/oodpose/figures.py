@@ -15,7 +15,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from oodpose.analysis import final  # noqa: E402
+from oodpose.analysis import final, paired_errors  # noqa: E402
 
 SET_NAMES = {"train": "train", "test_within": "test", "test_ood": "out of domain"}
 INIT_NAMES = {"imagenet": "pretrained", "scratch": "from scratch"}
@@ -93,9 +93,7 @@ def learning_curves(metrics: pd.DataFrame, path: Path, missing: pd.DataFrame) ->
 
 def figure5b(metrics: pd.DataFrame, path: Path, missing: pd.DataFrame) -> None:
     """All backbones: final normalised error from scratch vs pretrained, per set and fraction."""
-    data = final(metrics)
-    wide = data.pivot_table(index=["backbone", "fraction", "set", "split"], columns="init",
-                            values="normalised_error").reset_index()  # fmt: skip
+    wide = paired_errors(metrics).reset_index()
     fig, ax = plt.subplots(figsize=(3.6, 3.4))
     if {"imagenet", "scratch"} <= set(wide.columns):
         wide["set"] = wide["set"].map(SET_NAMES)
@@ -106,6 +104,29 @@ def figure5b(metrics: pd.DataFrame, path: Path, missing: pd.DataFrame) -> None:
     ax.set(xlabel="normalised error, pretrained", ylabel="normalised error, from scratch",
            title=f"All backbones{missing_note(missing)}")  # fmt: skip
     save(fig, path)
+
+
+def ood_examples(metrics: pd.DataFrame, cache, predictions_file, n_frames: int = 2) -> list:
+    """Figure 3C's panels: `n_frames` OOD frames of the first split for the weakest and strongest pretrained
+    backbone (by ImageNet top-1), as (title, image, labels, predictions); `predictions_file(backbone, split,
+    fraction)` says where a cell's DeepLabCut predictions are."""
+    cells = final(metrics)
+    pretrained = cells[(cells["init"] == "imagenet") & (cells["fraction"] == cells["fraction"].max())]
+    if pretrained.empty:
+        return []
+    pretrained = pretrained.sort_values("imagenet_top1")
+    split, fraction = int(pretrained["split"].min()), int(pretrained["fraction"].max())
+    ood = cache.frames(split, fraction, "test_ood")
+    rows = ood[np.linspace(0, len(ood) - 1, n_frames).astype(int)] if len(ood) else []
+    examples = []
+    for backbone in dict.fromkeys([pretrained["backbone"].iloc[0], pretrained["backbone"].iloc[-1]]):
+        predictions = pd.read_hdf(predictions_file(backbone, split, fraction))
+        for row in rows:
+            frame = cache.index["frame"].iat[row]
+            pred = predictions.loc[frame].to_numpy().reshape(-1, 3)[:, :2]
+            width, height = cache.sizes[row]
+            examples.append((f"{backbone}\n{frame}", cache.images[row, :height, :width], cache.keypoints[row], pred))
+    return examples
 
 
 def figure3c(examples: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]], path: Path, missing: pd.DataFrame):

@@ -31,6 +31,11 @@ BENCHMARK_FILES = ("TrainTestInfo_shuffle1.csv", "TrainTestInfo_shuffle2.csv", "
 EXPECTED = {"individuals": 30, "frames": 8114, "bodyparts": 22}
 
 
+def sha256_of(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
 def download_file(url: str, dest: Path, sha256: str | None = None) -> Path:
     """Fetch `url` to `dest` atomically, checking the byte count (and the sha256 when given)."""
     digest = hashlib.sha256()
@@ -99,7 +104,7 @@ def download_horse10(
         tarball = Path(hf_hub_download(HF_REPO, TARBALL, repo_type="dataset", cache_dir=cache_dir, endpoint=endpoint))
     except Exception as err:  # network and hub failures come in many types
         raise InputError(f"downloading {TARBALL} from the Hugging Face dataset {HF_REPO} failed: {err}") from err
-    if TARBALL in sha256 and hashlib.sha256(tarball.read_bytes()).hexdigest() != sha256[TARBALL]:
+    if TARBALL in sha256 and sha256_of(tarball) != sha256[TARBALL]:
         raise InputError(f"{tarball}: sha256 does not match the expected {sha256[TARBALL]}; delete it and retry")
     with atomic_dir(out) as tmp:
         root = extract(tarball, tmp / ".extract")

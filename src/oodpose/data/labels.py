@@ -23,7 +23,8 @@ from oodpose.errors import InputError
 log = logging.getLogger(__name__)
 HOW_TO_GET_DATA = (
     "Generate the synthetic Horse-30 with `python -m oodpose synthesize <folder>`, "
-    "or download Horse-10 (the Hugging Face dataset mwmathis/Horse-30, horse10.tar.xz) and extract it there."
+    "or download Horse-10 (the Hugging Face dataset mwmathis/Horse-30) with the workflow's download_horse10 rule "
+    "(`snakemake data/horse10`) or `oodpose.data.horse10.download_horse10`."
 )
 
 
