@@ -11,7 +11,7 @@ from oodpose.backbones import get_backbone
 from oodpose.cli import main
 from oodpose.data.cache import Cache
 from oodpose.data.dataset import PoseDataset
-from oodpose.device import runtime
+from oodpose.device import cxx_compiler, runtime
 from oodpose.errors import InputError
 from oodpose.evaluate import evaluate, keypoint_metrics, predict_frames
 from oodpose.models import build_model
@@ -103,9 +103,20 @@ def test_snapshots_of_another_cell_are_refused(synthetic_cache, tmp_path):
 
 
 def test_nan_loss_stops_with_iteration_and_rate(synthetic_cache, tmp_path, monkeypatch):
-    monkeypatch.setattr(train_module, "pose_loss", lambda *a, **k: (torch.tensor(float("nan")),) * 3)
+    monkeypatch.setattr(train_module, "pose_loss", lambda scoremap, *a, **k: (scoremap.sum() * float("nan"),) * 3)
     with pytest.raises(FloatingPointError, match="iteration 0 \\(learning rate 0.05\\)"):
         train(config(synthetic_cache, tmp_path / "e"))
+    assert not list((tmp_path / "e" / "snapshots").glob("*.pt"))  # NaN weights are never saved
+
+
+@pytest.mark.skipif(not cxx_compiler(), reason="torch.compile on CPU needs a C++ compiler")
+def test_compiled_network_trains_like_the_eager_one(synthetic_cache, tmp_path):
+    """`compile` (off by default) changes the speed, not the training: same losses, same kind of output."""
+    for name, compile in (("eager", False), ("compiled", True)):
+        train(config(synthetic_cache, tmp_path / name, iterations=3, snapshot_every=3, compile=compile))
+    eager, compiled = (pd.read_csv(tmp_path / name / "train_log.csv") for name in ("eager", "compiled"))
+    np.testing.assert_allclose(compiled["loss"], eager["loss"], rtol=1e-3)
+    assert json.loads((tmp_path / "compiled" / "settings.json").read_text())["compile"] is True
 
 
 def test_overfits_eight_frames(synthetic_cache):
@@ -218,4 +229,4 @@ def test_real_horse10_frames_go_through_prediction(shared_data, tmp_path):
         direct = predict(*model.eval()(image[None]))[0].numpy()
     np.testing.assert_allclose(pred[1, :, 0], direct[:, 0] * 288 / 230, rtol=1e-4)
     np.testing.assert_allclose(pred[1, :, 1], direct[:, 1] * 162 / 130, rtol=1e-4)
-    assert ((pred[..., 2] > 0) & (pred[..., 2] < 1)).all()
+    assert ((pred[..., 2] >= 0) & (pred[..., 2] <= 1)).all()  # an untrained head can saturate in float32

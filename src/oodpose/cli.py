@@ -58,6 +58,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--threads", type=int)
     s.add_argument("--workers", type=int)
     s.add_argument("--no-amp", dest="amp", action="store_false", help="full precision on CUDA")
+    s.add_argument("--compile", action="store_true", help="torch.compile the network (slow warm-up)")
     s.add_argument("--weights", help="a .pth/.safetensors file of ImageNet weights for the backbone")
     s.add_argument("--backbones-table", help="the backbone table (default config/backbones.tsv)")
 

@@ -34,7 +34,7 @@ from oodpose.atomic import atomic_file
 from oodpose.backbones import DEFAULT_TABLE, get_backbone
 from oodpose.data.cache import Cache
 from oodpose.data.dataset import GLOBAL_SCALE, PoseDataset
-from oodpose.device import runtime
+from oodpose.device import cxx_compiler, runtime
 from oodpose.errors import InputError
 from oodpose.models import build_model
 from oodpose.targets import LOCREF_WEIGHT, POS_DIST_THRESH, make_targets, pose_loss
@@ -42,6 +42,7 @@ from oodpose.targets import LOCREF_WEIGHT, POS_DIST_THRESH, make_targets, pose_l
 log = logging.getLogger(__name__)
 LOG_FIELDS = ["iteration", "loss", "scoremap_loss", "locref_loss", "lr", "seconds"]
 KEEP_SNAPSHOTS = 2
+LOG_EVERY = 100  # iterations between log writes (and the only host-device waits between snapshots)
 
 
 @dataclass
@@ -66,6 +67,7 @@ class TrainConfig:
     threads: int | None = None
     workers: int | None = None
     amp: bool = True  # mixed precision on CUDA (bf16 where supported)
+    compile: bool = False  # torch.compile the network: minutes of warm-up; measured gains in bench/README.md
     weights: str | None = None
     backbones_table: str = str(DEFAULT_TABLE)
     global_scale: float = GLOBAL_SCALE
@@ -193,7 +195,10 @@ def train(config: TrainConfig) -> Path:
     backbone = get_backbone(cfg.backbone, cfg.backbones_table)
     model = build_model(backbone, len(cache.bodyparts), cfg.init, cfg.weights, cfg.seed)
     model = model.to(rt.device, memory_format=torch.channels_last)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.ilr)
+    if cfg.compile and rt.device.type == "cpu" and not cxx_compiler():
+        raise InputError("compile on CPU needs a C++ compiler (g++ or $CXX) and none is installed; drop --compile")
+    network = torch.compile(model) if cfg.compile else model
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.ilr, fused=rt.device.type == "cuda")  # one kernel
     scaler = torch.amp.GradScaler(rt.device.type, enabled=rt.amp_dtype == torch.float16)
 
     start = 0
@@ -253,40 +258,28 @@ def train(config: TrainConfig) -> Path:
             images = images.to(rt.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
             keypoints = keypoints.to(rt.device, non_blocking=True)
             with rt.autocast():
-                scoremap_logits, locref_pred = model(images)
+                scoremap_logits, locref_pred = network(images)
             targets = make_targets(keypoints, scoremap_logits.shape[-2:], cfg.pos_dist_thresh)
             loss, scoremap_loss, locref_loss = pose_loss(scoremap_logits, locref_pred, *targets, cfg.locref_weight)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(
-                    f"loss is {loss.item()} at iteration {iteration} (learning rate {lr:g}); "
-                    "lower the initial learning rate (--ilr) or check the labels"
-                )
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)
             scaler.update()
             now = time.perf_counter()
-            pending.append(
-                {
-                    "iteration": iteration,
-                    "loss": loss.item(),
-                    "scoremap_loss": scoremap_loss.item(),
-                    "locref_loss": locref_loss.item(),
-                    "lr": lr,
-                    "seconds": now - tick,
-                }
-            )
+            losses = torch.stack([loss, scoremap_loss, locref_loss]).detach()
+            pending.append({"iteration": iteration, "lr": lr, "seconds": now - tick, "losses": losses})
             tick = now
             progress.update(1)
-            progress.set_postfix(
-                loss=f"{pending[-1]['loss']:.4f}",
-                img_s=f"{cfg.batch_size / max(pending[-1]['seconds'], 1e-9):.1f}",
-                refresh=False,
-            )
             done = iteration + 1
+            snapshot_due = done % cfg.snapshot_every == 0 or done == cfg.iterations or stop.requested
+            if snapshot_due or done % LOG_EVERY == 0 or done in cfg.curve_iterations:
+                rows = log_rows(pending)
+                append_log(log_path, rows)
+                pending = []
+                progress.set_postfix(loss=f"{rows[-1]['loss']:.4f}", refresh=False)
             if done in cfg.curve_iterations:
                 save_atomic({"iteration": done, "model": model.state_dict()}, snapshots / f"weights-{done:07d}.pt")
-            if done % cfg.snapshot_every == 0 or done == cfg.iterations or stop.requested:
+            if snapshot_due:
                 save_atomic(
                     {
                         "iteration": done,
@@ -299,8 +292,6 @@ def train(config: TrainConfig) -> Path:
                     snapshots / f"snapshot-{done:07d}.pt",
                 )
                 keep_recent_snapshots(snapshots)
-                append_log(log_path, pending)
-                pending = []
             if stop.requested:
                 print(f"SIGTERM: snapshot written at iteration {done}; rerun to resume", flush=True)
                 raise SystemExit(143)
@@ -312,10 +303,27 @@ def train(config: TrainConfig) -> Path:
     return final
 
 
+def log_rows(pending: list[dict]) -> list[dict]:
+    """Log rows of the iterations in `pending`; their losses reach the host in one transfer.
+
+    Reading each loss as it is computed would make the host wait for the device every iteration.
+    """
+    values = torch.stack([p["losses"] for p in pending]).tolist()
+    rows = []
+    for p, (loss, scoremap_loss, locref_loss) in zip(pending, values):
+        if not math.isfinite(loss):
+            raise FloatingPointError(
+                f"loss is {loss} at iteration {p['iteration']} (learning rate {p['lr']:g}); "
+                "lower the initial learning rate (--ilr) or check the labels"
+            )
+        rows.append({**p, "loss": loss, "scoremap_loss": scoremap_loss, "locref_loss": locref_loss})
+    return rows
+
+
 def append_log(path: Path, rows: list[dict]) -> None:
     new = not path.exists()
     with open(path, "a", newline="") as f:
-        writer = csv.DictWriter(f, LOG_FIELDS)
+        writer = csv.DictWriter(f, LOG_FIELDS, extrasaction="ignore")
         if new:
             writer.writeheader()
         writer.writerows(rows)

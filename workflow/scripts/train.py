@@ -24,6 +24,8 @@ train(
         curve_iterations=list(s["curve_iterations"]),
         seed=s["seed"],
         threads=snakemake.threads,
+        amp=snakemake.config["training"].get("amp", True),
+        compile=snakemake.config["training"].get("compile", False),
         weights=snakemake.input.weights[0] if snakemake.input.weights else None,
         backbones_table=snakemake.params.backbones_table,
     )
