@@ -68,3 +68,59 @@ def train_seconds(cache: Path, out: Path, backbone: str, init: str, iterations: 
 
     train(TrainConfig(cache=str(cache), out=str(out), backbone=backbone, init=init, iterations=iterations, **options))
     return pd.read_csv(out / "train_log.csv")["seconds"].tolist()
+
+
+def bare_step(
+    cache_path: Path,
+    backbone: str,
+    init: str,
+    device: str = "cpu",
+    threads: int = 2,
+    channels_last: bool = True,
+    compile: bool = False,
+    amp: bool = True,
+):
+    """One bare training step as a function: forward, targets, loss, backward and Adam on one batch of 8
+    already on `device`, with the runtime settings and optimiser the training loop uses."""
+    from oodpose.backbones import get_backbone
+    from oodpose.data.cache import Cache
+    from oodpose.data.dataset import PoseDataset
+    from oodpose.device import runtime
+    from oodpose.models import build_model
+    from oodpose.targets import make_targets, pose_loss
+
+    rt = runtime(device, threads, amp=amp)
+    cache = Cache(cache_path)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    dataset = PoseDataset(cache, cache.frames(1, 50, "train"), augment=True)
+    images, keypoints, _ = next(iter(torch.utils.data.DataLoader(dataset, batch_size=8)))
+    images, keypoints = images.to(rt.device).contiguous(memory_format=fmt), keypoints.to(rt.device)
+    model = build_model(get_backbone(backbone), len(cache.bodyparts), init).to(rt.device, memory_format=fmt)
+    model.train()
+    network = torch.compile(model) if compile else model
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4, fused=rt.device.type == "cuda")
+
+    def step():
+        with rt.autocast():
+            scoremap, locref = network(images)
+        loss = pose_loss(scoremap, locref, *make_targets(keypoints, scoremap.shape[-2:]))[0]
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    return step
+
+
+def step_seconds(step, iterations: int) -> list[float]:
+    """Seconds of each of `iterations` calls of a CPU `step` (the first holds any compilation)."""
+    times = []
+    for _ in range(iterations):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def bare_step_seconds(cache_path: Path, backbone: str, init: str, iterations: int, threads: int, **options):
+    """Seconds of each bare CPU training step (`bare_step`)."""
+    return step_seconds(bare_step(cache_path, backbone, init, "cpu", threads, **options), iterations)

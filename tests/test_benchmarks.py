@@ -17,6 +17,7 @@ BENCH = Path(__file__).resolve().parents[1] / "bench"
     "script, args",
     [
         ("train_overhead.py", ["--tiny"]),
+        ("cpu_defaults.py", ["--tiny"]),
         ("eval_throughput.py", ["--tiny"]),
         ("data.py", ["--tiny"]),
         ("demo.py", ["--tiny"]),
