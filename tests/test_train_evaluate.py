@@ -107,6 +107,7 @@ def test_nan_loss_stops_with_iteration_and_rate(synthetic_cache, tmp_path, monke
     with pytest.raises(FloatingPointError, match="iteration 0 \\(learning rate 0.05\\)"):
         train(config(synthetic_cache, tmp_path / "e"))
     assert not list((tmp_path / "e" / "snapshots").glob("*.pt"))  # NaN weights are never saved
+    assert pd.read_csv(tmp_path / "e" / "train_log.csv")["loss"].isna().all()  # the log shows what happened
 
 
 @pytest.mark.skipif(not cxx_compiler(), reason="torch.compile on CPU needs a C++ compiler")

@@ -274,8 +274,9 @@ def train(config: TrainConfig) -> Path:
             snapshot_due = done % cfg.snapshot_every == 0 or done == cfg.iterations or stop.requested
             if snapshot_due or done % LOG_EVERY == 0 or done in cfg.curve_iterations:
                 rows = log_rows(pending)
-                append_log(log_path, rows)
+                append_log(log_path, rows)  # the log shows the losses up to a failure, too
                 pending = []
+                check_finite(rows)  # before any snapshot: NaN weights are never saved
                 progress.set_postfix(loss=f"{rows[-1]['loss']:.4f}", refresh=False)
             if done in cfg.curve_iterations:
                 save_atomic({"iteration": done, "model": model.state_dict()}, snapshots / f"weights-{done:07d}.pt")
@@ -309,15 +310,20 @@ def log_rows(pending: list[dict]) -> list[dict]:
     Reading each loss as it is computed would make the host wait for the device every iteration.
     """
     values = torch.stack([p["losses"] for p in pending]).tolist()
-    rows = []
-    for p, (loss, scoremap_loss, locref_loss) in zip(pending, values):
-        if not math.isfinite(loss):
+    return [
+        {**p, "loss": loss, "scoremap_loss": scoremap_loss, "locref_loss": locref_loss}
+        for p, (loss, scoremap_loss, locref_loss) in zip(pending, values)
+    ]
+
+
+def check_finite(rows: list[dict]) -> None:
+    """Stop at the first non-finite loss, naming its iteration and learning rate."""
+    for row in rows:
+        if not math.isfinite(row["loss"]):
             raise FloatingPointError(
-                f"loss is {loss} at iteration {p['iteration']} (learning rate {p['lr']:g}); "
+                f"loss is {row['loss']} at iteration {row['iteration']} (learning rate {row['lr']:g}); "
                 "lower the initial learning rate (--ilr) or check the labels"
             )
-        rows.append({**p, "loss": loss, "scoremap_loss": scoremap_loss, "locref_loss": locref_loss})
-    return rows
 
 
 def append_log(path: Path, rows: list[dict]) -> None:
