@@ -38,8 +38,9 @@ class PoseDataset(Dataset):
     """
 
     def __init__(self, cache: Cache, rows: np.ndarray, augment: bool, global_scale: float = GLOBAL_SCALE):
-        self.cache, self.rows, self.global_scale = cache, np.asarray(rows), global_scale
-        self.canvas = canvas_size(cache, global_scale)
+        self.cache, self.rows = cache, np.asarray(rows)
+        self.size = canvas_size(cache, global_scale)[::-1]  # (width, height), as OpenCV takes it
+        self.factors = resize_factors(cache, self.rows, global_scale)
         self.augmentation = Augmentation() if augment else None
 
     def __len__(self) -> int:
@@ -50,10 +51,9 @@ class PoseDataset(Dataset):
         row = int(self.rows[position])
         width, height = (int(v) for v in self.cache.sizes[row])
         image = np.ascontiguousarray(self.cache.images[row, :height, :width])
-        matrix = np.diag([*resize_factors(self.cache, row, self.global_scale)[0], 1.0])
-        size = self.canvas[::-1]
+        matrix = np.diag([*self.factors[position], 1.0])
         if self.augmentation is None:
-            image, keypoints = warp(image, self.cache.keypoints[row], matrix, size)
+            image, keypoints = warp(image, self.cache.keypoints[row], matrix, self.size)
         else:
-            image, keypoints = self.augmentation(image, self.cache.keypoints[row], matrix, size, seed)
+            image, keypoints = self.augmentation(image, self.cache.keypoints[row], matrix, self.size, seed)
         return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))), torch.from_numpy(keypoints), row
