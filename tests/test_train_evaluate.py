@@ -1,4 +1,5 @@
 import json
+import shutil
 import signal
 
 import numpy as np
@@ -110,7 +111,21 @@ def test_nan_loss_stops_with_iteration_and_rate(synthetic_cache, tmp_path, monke
     assert pd.read_csv(tmp_path / "e" / "train_log.csv")["loss"].isna().all()  # the log shows what happened
 
 
-@pytest.mark.skipif(not cxx_compiler(), reason="torch.compile on CPU needs a C++ compiler")
+def test_compile_without_a_compiler_names_it(synthetic_cache, tmp_path, monkeypatch):
+    monkeypatch.setenv("CXX", "no-such-c++")
+    with pytest.raises(InputError, match="'no-such-c\\+\\+' \\(\\$CXX, else g\\+\\+\\) is not on PATH"):
+        train(config(synthetic_cache, tmp_path / "c", compile=True))
+
+
+def test_cpu_runtime_flushes_denormals():
+    """Training from scratch makes denormal floats, which are very slow on x86 CPUs; TensorFlow flushes them too."""
+    torch.set_flush_denormal(False)
+    assert torch.tensor([1e-323], dtype=torch.float64).item() != 0
+    runtime("cpu", threads=2)
+    assert torch.tensor([1e-323], dtype=torch.float64).item() == 0
+
+
+@pytest.mark.skipif(not shutil.which(cxx_compiler()), reason="torch.compile on CPU needs a C++ compiler")
 def test_compiled_network_trains_like_the_eager_one(synthetic_cache, tmp_path):
     """`compile` (off by default) changes the speed, not the training: same losses, same kind of output."""
     for name, compile in (("eager", False), ("compiled", True)):

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 from dataclasses import dataclass
 
 import torch
@@ -52,6 +51,6 @@ def runtime(device: str = "auto", threads: int | None = None, workers: int | Non
     return Runtime(dev, None, workers or 0, pin_memory=False)
 
 
-def cxx_compiler() -> str | None:
-    """The C++ compiler torch.compile would use on CPU (``$CXX``, else g++), if installed."""
-    return shutil.which(os.environ.get("CXX", "g++"))
+def cxx_compiler() -> str:
+    """The C++ compiler torch.compile uses on CPU: ``$CXX``, else g++."""
+    return os.environ.get("CXX", "g++")

@@ -20,6 +20,7 @@ import json
 import logging
 import math
 import random
+import shutil
 import signal
 import time
 from dataclasses import dataclass, field
@@ -195,8 +196,11 @@ def train(config: TrainConfig) -> Path:
     backbone = get_backbone(cfg.backbone, cfg.backbones_table)
     model = build_model(backbone, len(cache.bodyparts), cfg.init, cfg.weights, cfg.seed)
     model = model.to(rt.device, memory_format=torch.channels_last)
-    if cfg.compile and rt.device.type == "cpu" and not cxx_compiler():
-        raise InputError("compile on CPU needs a C++ compiler (g++ or $CXX) and none is installed; drop --compile")
+    if cfg.compile and rt.device.type == "cpu" and not shutil.which(cxx_compiler()):
+        raise InputError(
+            f"compile on CPU needs a C++ compiler: {cxx_compiler()!r} ($CXX, else g++) is not on PATH; "
+            "install one, or train without --compile (config: training: compile: false)"
+        )
     network = torch.compile(model) if cfg.compile else model
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.ilr, fused=rt.device.type == "cuda")  # one kernel
     scaler = torch.amp.GradScaler(rt.device.type, enabled=rt.amp_dtype == torch.float16)
