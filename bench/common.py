@@ -45,16 +45,15 @@ def timed_snakemake(workdir: Path, *args: str) -> float:
 
 def synthetic_cache(root: Path, frames: int, individuals: int = 12) -> Path:
     """A prepared synthetic Horse-30 of `frames` frames at 288x162 (reused when already there)."""
-    from oodpose.data.cache import DatasetSettings, prepare_cache
+    from oodpose.data.cache import prepare_cache
     from oodpose.data.synthetic import generate
+    from oodpose.settings import DatasetSettings, SyntheticSettings
 
     cache = root / f"cache-{frames}"
     if not (cache / "meta.json").exists():
         dataset = generate(
             root / f"dataset-{frames}",
-            n_individuals=individuals,
-            total_frames=frames,
-            n_train_individuals=max(1, individuals // 3),
+            SyntheticSettings(n_individuals=individuals, n_frames=frames, n_train_individuals=max(1, individuals // 3)),
         )
         prepare_cache(dataset, cache, DatasetSettings(n_train_individuals=max(1, individuals // 3)))
     return cache
@@ -64,7 +63,8 @@ def train_seconds(cache: Path, out: Path, backbone: str, init: str, iterations: 
     """Train one cell with `oodpose.train` and return its logged seconds per iteration."""
     import pandas as pd
 
-    from oodpose.train import TrainConfig, train
+    from oodpose.settings import TrainConfig
+    from oodpose.train import train
 
     train(TrainConfig(cache=str(cache), out=str(out), backbone=backbone, init=init, iterations=iterations, **options))
     return pd.read_csv(out / "train_log.csv")["seconds"].tolist()
@@ -80,35 +80,23 @@ def bare_step(
     compile: bool = False,
     amp: bool = True,
 ):
-    """One bare training step as a function: forward, targets, loss, backward and Adam on one batch of 8
-    already on `device`, with the runtime settings and optimiser the training loop uses."""
-    from oodpose.backbones import get_backbone
+    """One bare training step as a function: the training loop's own `train_step` (forward, targets, loss,
+    backward, Adam) on one batch of 8 already on `device`, without data loading, logging or snapshots."""
     from oodpose.data.cache import Cache
     from oodpose.data.dataset import PoseDataset
-    from oodpose.device import runtime
-    from oodpose.models import build_model
-    from oodpose.targets import make_targets, pose_loss
+    from oodpose.settings import TrainConfig
+    from oodpose.train import build_run, train_step
 
-    rt = runtime(device, threads, amp=amp)
+    cfg = TrainConfig(str(cache_path), "", backbone, init, device=device, threads=threads, compile=compile, amp=amp)
+    cfg = cfg.resolved()
     cache = Cache(cache_path)
+    run = build_run(cfg, len(cache.bodyparts))
     fmt = torch.channels_last if channels_last else torch.contiguous_format
+    run.model.to(memory_format=fmt).train()
     dataset = PoseDataset(cache, cache.frames(1, 50, "train"), augment=True)
     images, keypoints, _ = next(iter(torch.utils.data.DataLoader(dataset, batch_size=8)))
-    images, keypoints = images.to(rt.device).contiguous(memory_format=fmt), keypoints.to(rt.device)
-    model = build_model(get_backbone(backbone), len(cache.bodyparts), init).to(rt.device, memory_format=fmt)
-    model.train()
-    network = torch.compile(model) if compile else model
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4, fused=rt.device.type == "cuda")
-
-    def step():
-        with rt.autocast():
-            scoremap, locref = network(images)
-        loss = pose_loss(scoremap, locref, *make_targets(keypoints, scoremap.shape[-2:]))[0]
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-
-    return step
+    images, keypoints = images.to(run.rt.device).contiguous(memory_format=fmt), keypoints.to(run.rt.device)
+    return lambda: train_step(run, images, keypoints, cfg.ilr, cfg)
 
 
 def step_seconds(step, iterations: int) -> list[float]:

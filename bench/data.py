@@ -19,8 +19,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 from common import machine  # noqa: E402
 
-from oodpose.data.cache import Cache, DatasetSettings, prepare_cache  # noqa: E402
+from oodpose.data.cache import Cache, prepare_cache  # noqa: E402
 from oodpose.data.synthetic import generate  # noqa: E402
+from oodpose.settings import DatasetSettings, SyntheticSettings  # noqa: E402
 
 
 def main(tiny: bool) -> dict:
@@ -28,7 +29,7 @@ def main(tiny: bool) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         start = time.perf_counter()
-        generate(root / "dataset", n_individuals=30, total_frames=frames)
+        generate(root / "dataset", SyntheticSettings(n_individuals=30, n_frames=frames))
         generate_s = time.perf_counter() - start
         start = time.perf_counter()
         prepare_cache(root / "dataset", root / "cache", DatasetSettings())

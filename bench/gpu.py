@@ -102,7 +102,7 @@ def main(root: Path, tiny: bool, parts: list[str]) -> dict:
             final = metrics[(metrics["bodypart"] == "all") & (metrics["iteration"] == 200)].set_index("set")
             settings = json.loads((out / "settings.json").read_text())
             report[f"{backbone}/{init}"] = {
-                "amp": settings["amp"],
+                "amp": settings["amp_dtype"],
                 "normalised_error": final["normalised_error"].to_dict(),
                 "pck": final["pck"].to_dict(),
             }

@@ -1,6 +1,6 @@
 rule aggregate:
     input:
-        metrics=lambda wildcards: cell_files(wildcards, "metrics.csv"),
+        metrics=summary_inputs(rules.evaluate.output.metrics),
     output:
         metrics="results/{dataset}/{summary}/metrics.csv",
         summary="results/{dataset}/{summary}/summary.csv",

@@ -1,51 +1,51 @@
 import json
 import math
 import os
+from dataclasses import asdict
+from pathlib import Path
 
 import pandas as pd
+import yaml
 from snakemake.logging import logger
 from snakemake.utils import validate
 
 from oodpose.backbones import load_backbones
+from oodpose.data.cache import dataset_files
+from oodpose.data.horse10 import BENCHMARK_FILES
+from oodpose.data.splits import official_split_files
+from oodpose.errors import InputError
+from oodpose.settings import (
+    check_config,
+    dataset_settings,
+    result_settings,
+    synthetic_settings,
+    train_config,
+)
+from oodpose.study import CELL_DIR, DATASET_NAME, INITS, cell_dir
 
-validate(config, "../config/schema.yaml")
+check_config(
+    config, yaml.safe_load(Path(workflow.basedir, "config", "schema.yaml").read_text())
+)
+validate(config, "../config/schema.yaml")  # fills in the schema's defaults
 
 BACKBONES = load_backbones(config["backbones_table"])
 STUDY = config["study"]
-for name in STUDY["datasets"]:
-    if name not in config["datasets"]:
-        raise ValueError(
-            f"study dataset {name!r} is not under `datasets:` in the config; defined: {', '.join(config['datasets'])}"
-        )
-for name in STUDY["backbones"]:
-    if name not in BACKBONES:
-        raise ValueError(
-            f"study backbone {name!r} is not in {config['backbones_table']}; valid: {', '.join(BACKBONES)}"
-        )
-    if (
-        "imagenet" in STUDY["inits"]
-        and BACKBONES[name].weights == "none"
-        and name not in config.get("weights", {})
-    ):
-        logger.warning(
-            f"{name} has no ImageNet weights in timm: its pretrained cells will fail until "
-            f"`weights: {{{name}: <file.pth>}}` names a file in the config"
-        )
+CELL_LOGS = CELL_DIR.replace("results/", "results/logs/", 1)
+CELL_BENCHMARKS = CELL_DIR.replace("results/", "results/benchmarks/", 1)
 
 
 wildcard_constraints:
-    dataset="[A-Za-z0-9_-]+",
+    dataset=DATASET_NAME,
     backbone="|".join(BACKBONES),
-    init="imagenet|scratch",
+    init="|".join(INITS),
     split=r"\d+",
     fraction=r"\d+",
     summary="summary|partial_summary",
 
 
-def dataset_settings(name, key=None):
-    """A dataset's config (or one key of it) with sorted keys, so that reordering YAML reruns nothing."""
-    settings = config["datasets"][name]
-    return json.loads(json.dumps(settings[key] if key else settings, sort_keys=True))
+def dataset_config(name):
+    """A dataset's config with sorted keys, so that reordering YAML reruns nothing."""
+    return json.loads(json.dumps(config["datasets"][name], sort_keys=True))
 
 
 def dataset_path(name):
@@ -55,12 +55,19 @@ def dataset_path(name):
     return dataset.get("path", default)
 
 
-def dataset_inputs(wildcards):
-    """What `prepare` reads: the dataset folder, and the mapping file when there is one."""
+def dataset_files_input(wildcards):
+    """The files that define a user's dataset: editing one prepares it again. (A dataset the workflow
+    generates or downloads is one output folder, which the job graph already follows.)"""
     dataset = config["datasets"][wildcards.dataset]
-    return [dataset_path(wildcards.dataset)] + (
-        [dataset["individuals"]] if "individuals" in dataset else []
-    )
+    if {"synthetic", "download"} & set(dataset):
+        return []
+    settings = dataset_settings(dataset)
+    return [str(path) for path in dataset_files(dataset_path(wildcards.dataset), settings)]
+
+
+def individuals_input(wildcards):
+    """The file mapping folders to individuals, when the dataset has one."""
+    return config["datasets"][wildcards.dataset].get("individuals", [])
 
 
 DOWNLOADS = [
@@ -81,14 +88,20 @@ def study_cells(dataset):
     )
 
 
-def cell_files(wildcards, name):
-    """One file of every cell of the dataset's study; for a partial summary, of the finished cells only."""
-    pattern = "results/{dataset}/{backbone}/{init}/split{split}_frac{fraction}/{name}"
+def summary_cells(wildcards):
+    """The cells a summary covers: all of the study's, or for a partial summary those with metrics."""
     cells = study_cells(wildcards.dataset).to_dict("records")
     if wildcards.summary == "partial_summary":
-        finished = pattern.replace("{name}", "metrics.csv")
-        cells = [cell for cell in cells if os.path.exists(finished.format(**cell))]
-    return [pattern.format(name=name, **cell) for cell in cells]
+        metrics = rules.evaluate.output.metrics
+        cells = [cell for cell in cells if os.path.exists(expand(metrics, **cell)[0])]
+    return cells
+
+
+def summary_inputs(pattern):
+    """An input function: `pattern` (a rule's output) for every cell of the summary, in `summary_cells` order."""
+    return lambda wildcards: [
+        expand(pattern, **cell)[0] for cell in summary_cells(wildcards)
+    ]
 
 
 def study_outputs(summary="summary"):
@@ -105,33 +118,36 @@ def study_outputs(summary="summary"):
     )
 
 
-def training_settings(wildcards):
-    """What defines a training job; a change here (e.g. a backbone's rate in the table) reruns it."""
-    training = config["training"]
-    backbone = BACKBONES[wildcards.backbone]
-    return dict(
-        iterations=training["iterations"][wildcards.init],
-        curve_iterations=training["curve_iterations"].get(wildcards.init, []),
-        snapshot_every=training["snapshot_every"],
-        batch_size=training["batch_size"],
-        seed=training.get("seed", 0),
-        schedule=(
-            (backbone.pretrained_ilr, backbone.pretrained_dt, 1)
-            if wildcards.init == "imagenet"
-            else (
-                backbone.scratch_ilr,
-                backbone.scratch_dt,
-                int(backbone.scratch_cycles),
-            )
-        ),
+def cell_train_config(wildcards):
+    """The cell's resolved training settings, from the config's `training:` and the backbone table."""
+    return train_config(
+        config["training"],
+        backbone=wildcards.backbone,
+        init=wildcards.init,
+        split=wildcards.split,
+        fraction=wildcards.fraction,
+        cache=expand(rules.prepare.output[0], dataset=wildcards.dataset)[0],
+        out=cell_dir(**dict(wildcards.items())),
+        backbones_table=config["backbones_table"],
     )
+
+
+def training_settings(wildcards):
+    """What defines a training job's result; a change here (e.g. a backbone's rate in the table) retrains it."""
+    return result_settings(cell_train_config(wildcards))
+
+
+def backbone_architecture(wildcards):
+    """The table's columns that define the network; a change here retrains the backbone's cells too."""
+    row = BACKBONES[wildcards.backbone]
+    return dict(timm_model=row.timm_model, weights=row.weights, family=row.family)
 
 
 def weights_input(wildcards):
     """The ImageNet weights file a pretrained cell trains from: the user's, or the project's fetched copy."""
     if wildcards.init != "imagenet":
         return []
-    user = config.get("weights", {}).get(wildcards.backbone)
+    user = config["weights"].get(wildcards.backbone)
     if user:
         return [user]
     if BACKBONES[wildcards.backbone].weights.startswith("timm:"):
@@ -141,10 +157,58 @@ def weights_input(wildcards):
 
 def train_runtime(wildcards):
     """Minutes of GPU time for a training job, from the table's per-1k-iteration estimate, with margin."""
-    iterations = config["training"]["iterations"][wildcards.init]
+    iterations = cell_train_config(wildcards).iterations
     minutes = BACKBONES[wildcards.backbone].gpu_minutes_per_1k_iter * iterations / 1000
     return int(math.ceil(minutes * 1.5)) + 15
 
 
 def train_mem_mb(wildcards):
     return int(BACKBONES[wildcards.backbone].gpu_mem_mb) + 8000
+
+
+def dataset_split_count(name):
+    """How many splits a dataset has: its official split files, else as many as it is generated with."""
+    dataset, root = config["datasets"][name], Path(dataset_path(name))
+    files = (
+        official_split_files(root)
+        if root.is_dir() and "synthetic" not in dataset
+        else []
+    )
+    if files:
+        return len(files)
+    if "download" in dataset:
+        return sum(f.startswith("TrainTestInfo_shuffle") for f in BENCHMARK_FILES)
+    return dataset["n_splits"]
+
+
+def check_study():
+    """The study's names and splits exist: a mistake stops the workflow before any job, in one sentence."""
+    for name in STUDY["datasets"]:
+        if name not in config["datasets"]:
+            raise InputError(
+                f"study dataset {name!r} is not under `datasets:` in the config; defined: {', '.join(config['datasets'])}"
+            )
+        splits = dataset_split_count(name)
+        beyond = [int(s) for s in STUDY["splits"] if s > splits]
+        if beyond:
+            raise InputError(
+                f"config key study.splits: dataset {name!r} has {splits} splits, so split(s) {beyond} "
+                f"do not exist; use splits from 1 to {splits}"
+            )
+    for name in STUDY["backbones"]:
+        if name not in BACKBONES:
+            raise InputError(
+                f"study backbone {name!r} is not in {config['backbones_table']}; valid: {', '.join(BACKBONES)}"
+            )
+        if (
+            "imagenet" in STUDY["inits"]
+            and BACKBONES[name].weights == "none"
+            and name not in config["weights"]
+        ):
+            logger.warning(
+                f"{name} has no ImageNet weights in timm: its pretrained cells will fail until "
+                f"`weights: {{{name}: <file.pth>}}` names a file in the config"
+            )
+
+
+check_study()

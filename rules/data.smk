@@ -9,14 +9,18 @@ rule synthesize:
         "../envs/oodpose.yaml"
     threads: 2
     params:
-        settings=lambda wildcards: dataset_settings(wildcards.dataset, "synthetic"),
+        settings=lambda wildcards: asdict(
+            synthetic_settings(dataset_config(wildcards.dataset))
+        ),
     script:
         "../workflow/scripts/synthesize.py"
 
 
 rule prepare:
     input:
-        dataset_inputs,
+        dataset=lambda wildcards: dataset_path(wildcards.dataset),
+        files=dataset_files_input,
+        individuals=individuals_input,
     output:
         directory("results/{dataset}/cache"),
     log:
@@ -27,8 +31,9 @@ rule prepare:
         "../envs/oodpose.yaml"
     threads: 2
     params:
-        dataset=lambda wildcards: dataset_settings(wildcards.dataset),
-        fractions=STUDY["fractions"],
+        settings=lambda wildcards: asdict(
+            dataset_settings(dataset_config(wildcards.dataset), STUDY["fractions"])
+        ),
     script:
         "../workflow/scripts/prepare.py"
 
@@ -56,6 +61,6 @@ rule download_horse10:
     conda:
         "../envs/oodpose.yaml"
     params:
-        dataset=lambda wildcards: dataset_settings(wildcards.download),
+        dataset=lambda wildcards: dataset_config(wildcards.download),
     script:
         "../workflow/scripts/download_horse10.py"

@@ -1,17 +1,17 @@
 rule evaluate:
     input:
-        model="results/{dataset}/{backbone}/{init}/split{split}_frac{fraction}/model.pt",
-        cache="results/{dataset}/cache",
+        model=rules.train.output.model,
+        cache=rules.prepare.output[0],
     output:
-        metrics="results/{dataset}/{backbone}/{init}/split{split}_frac{fraction}/metrics.csv",
-        predictions="results/{dataset}/{backbone}/{init}/split{split}_frac{fraction}/predictions.h5",
+        metrics=f"{CELL_DIR}/metrics.csv",
+        predictions=f"{CELL_DIR}/predictions.h5",
     log:
-        "results/logs/{dataset}/{backbone}/{init}/split{split}_frac{fraction}/evaluate.log",
+        f"{CELL_LOGS}/evaluate.log",
     benchmark:
-        "results/benchmarks/{dataset}/{backbone}/{init}/split{split}_frac{fraction}/evaluate.tsv"
+        f"{CELL_BENCHMARKS}/evaluate.tsv"
     conda:
         "../envs/oodpose.yaml"
-    threads: config["training"].get("threads", 2)
+    threads: config["training"]["threads"]
     resources:
         gpu=1,
         mem_mb=8000,

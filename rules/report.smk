@@ -1,8 +1,8 @@
 rule figures:
     input:
-        metrics="results/{dataset}/{summary}/metrics.csv",
-        cache="results/{dataset}/cache",
-        predictions=lambda wildcards: cell_files(wildcards, "predictions.h5"),
+        metrics=rules.aggregate.output.metrics,
+        cache=rules.prepare.output[0],
+        predictions=summary_inputs(rules.evaluate.output.predictions),
     output:
         figure1=report(
             "results/{dataset}/{summary}/figures/figure1.png",
@@ -19,7 +19,7 @@ rule figures:
             caption="../report/figure3c.rst",
             category="Figures",
         ),
-        curves=report(
+        figure4_5a=report(
             "results/{dataset}/{summary}/figures/figure4_5a.png",
             caption="../report/figure4_5a.rst",
             category="Figures",
@@ -35,5 +35,6 @@ rule figures:
         "../envs/oodpose.yaml"
     params:
         cells=lambda wildcards: study_cells(wildcards.dataset),
+        summary_cells=summary_cells,
     script:
         "../workflow/scripts/figures.py"

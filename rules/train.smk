@@ -1,16 +1,16 @@
 rule train:
     input:
-        cache="results/{dataset}/cache",
+        cache=rules.prepare.output[0],
         weights=weights_input,
     output:
-        model="results/{dataset}/{backbone}/{init}/split{split}_frac{fraction}/model.pt",
+        model=f"{CELL_DIR}/model.pt",
     log:
-        "results/logs/{dataset}/{backbone}/{init}/split{split}_frac{fraction}/train.log",
+        f"{CELL_LOGS}/train.log",
     benchmark:
-        "results/benchmarks/{dataset}/{backbone}/{init}/split{split}_frac{fraction}/train.tsv"
+        f"{CELL_BENCHMARKS}/train.tsv"
     conda:
         "../envs/oodpose.yaml"
-    threads: config["training"].get("threads", 2)
+    threads: config["training"]["threads"]
     resources:
         gpu=1,
         mem_mb=train_mem_mb,
@@ -18,6 +18,7 @@ rule train:
     params:
         out=lambda wildcards, output: os.path.dirname(output.model),
         settings=training_settings,
+        architecture=backbone_architecture,
         backbones_table=config["backbones_table"],
     script:
         "../workflow/scripts/train.py"

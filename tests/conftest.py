@@ -19,16 +19,30 @@ def shared_data() -> Path:
 @pytest.fixture(scope="session")
 def synthetic_dataset(tmp_path_factory) -> Path:
     from oodpose.data.synthetic import generate
+    from oodpose.settings import SyntheticSettings
 
-    return generate(
-        tmp_path_factory.mktemp("data") / "synthetic", n_individuals=5, total_frames=150, n_train_individuals=2, seed=3
-    )
+    settings = SyntheticSettings(n_individuals=5, n_frames=150, n_train_individuals=2, seed=3)
+    return generate(tmp_path_factory.mktemp("data") / "synthetic", settings)
 
 
 @pytest.fixture(scope="session")
 def synthetic_cache(synthetic_dataset, tmp_path_factory) -> Path:
-    from oodpose.data.cache import DatasetSettings, prepare_cache
+    from oodpose.data.cache import prepare_cache
+    from oodpose.settings import DatasetSettings
 
     return prepare_cache(
         synthetic_dataset, tmp_path_factory.mktemp("cache") / "cache", DatasetSettings(n_train_individuals=2)
     )
+
+
+@pytest.fixture(autouse=True)
+def restore_torch_global_state():
+    """Tests that set torch's threads, denormal flushing or RNG leave the next test as they found it."""
+    import torch
+
+    threads, rng = torch.get_num_threads(), torch.get_rng_state()
+    flushing = torch.tensor([1e-323], dtype=torch.float64).item() == 0
+    yield
+    torch.set_num_threads(threads)
+    torch.set_rng_state(rng)
+    torch.set_flush_denormal(flushing)

@@ -3,6 +3,7 @@ import pandas as pd
 import pytest
 
 from oodpose import analysis, figures
+from oodpose.study import CELL, SETS
 
 TOP1 = {"mobilenetv2_035": 60.3, "resnet50": 76.13, "efficientnet_b0": 77.1, "efficientnet_b6": 84.0}
 
@@ -16,7 +17,7 @@ def metrics_table(slope=-0.01, noise=0.0, seed=0) -> pd.DataFrame:
             for split in (1, 2, 3):
                 for fraction in (5, 50):
                     for iteration in (100, 200):
-                        for k, set_ in enumerate(analysis.SETS):
+                        for k, set_ in enumerate(SETS):
                             error = 1 + slope * top1 + 0.1 * k + (init == "scratch") * 0.2 + noise * rng.normal()
                             error *= 2 if iteration == 100 else 1
                             for bodypart in ("Nose", "all"):
@@ -64,7 +65,7 @@ def test_table1_sits_beside_the_paper():
 
 def test_missing_cells_are_listed():
     metrics = metrics_table()
-    expected = metrics[analysis.CELL].drop_duplicates()
+    expected = metrics[list(CELL)].drop_duplicates()
     partial = metrics[~((metrics["backbone"] == "resnet50") & (metrics["split"] == 2))]
     missing = analysis.missing_cells(expected, partial)
     assert len(missing) == 4 and set(missing["backbone"]) == {"resnet50"}
@@ -72,7 +73,7 @@ def test_missing_cells_are_listed():
 
 def test_figures_render_and_name_missing_cells(tmp_path, monkeypatch):
     metrics = metrics_table(noise=0.05)
-    missing = analysis.missing_cells(metrics[analysis.CELL].drop_duplicates().assign(split=4), metrics)
+    missing = analysis.missing_cells(metrics[list(CELL)].drop_duplicates().assign(split=4), metrics)
     titles = []
 
     def keep_titles(fig, path):
@@ -85,7 +86,7 @@ def test_figures_render_and_name_missing_cells(tmp_path, monkeypatch):
     monkeypatch.undo()
     figures.figure1(metrics, tmp_path / "f1", missing[:0])
     figures.figure3ab(metrics, tmp_path / "f3ab", missing)
-    figures.learning_curves(metrics, tmp_path / "curves", missing)
+    figures.figure4_5a(metrics, tmp_path / "curves", missing)
     figures.figure5b(metrics, tmp_path / "f5b", missing)
     image = np.zeros((30, 40, 3), np.uint8)
     figures.figure3c([("a", image, np.ones((2, 2)), np.ones((2, 2)) * 3)] * 3, tmp_path / "f3c", missing)

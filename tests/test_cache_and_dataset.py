@@ -4,9 +4,10 @@ import pytest
 import torch
 from PIL import Image
 
-from oodpose.data.cache import Cache, DatasetSettings, prepare_cache
+from oodpose.data.cache import Cache, prepare_cache
 from oodpose.data.dataset import PoseDataset, canvas_size
 from oodpose.errors import InputError
+from oodpose.settings import DatasetSettings
 
 
 def test_cache_contents(synthetic_dataset, synthetic_cache):

@@ -9,10 +9,11 @@ import pandas as pd
 import pytest
 import yaml
 
-from oodpose.data.cache import Cache, DatasetSettings, prepare_cache
+from oodpose.data.cache import Cache, prepare_cache
 from oodpose.data.labels import read_labels
 from oodpose.data.scales import default_scale_bodyparts
 from oodpose.errors import InputError
+from oodpose.settings import DatasetSettings
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ def test_table_has_the_paper_backbones_and_lite():
     assert [table[f"efficientnet_b{i}"].imagenet_top1 for i in range(7)] == [77.1, 79.1, 80.1, 81.6, 82.9, 83.6, 84.0]
     assert table["resnet50"].weights == "timm:resnet50.tv_in1k"
     assert table["mobilenetv2_035"].weights == table["mobilenetv2_075"].weights == "none"
-    assert (table["resnet50"].pretrained_ilr, table["resnet50"].pretrained_dt) == (1e-4, 1e-5)
+    assert (table["resnet50"].pretrained_ilr, table["resnet50"].pretrained_final_lr) == (1e-4, 1e-5)
 
 
 def test_unknown_backbone_lists_valid_names():

@@ -52,6 +52,7 @@ def training_process(run: subprocess.Popen) -> psutil.Process:
     raise AssertionError("no training process under snakemake")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGKILL])
 def test_killed_training_resumes_to_the_same_result(unbroken, tmp_path, signum):
     workdir = make_workdir(tmp_path)

@@ -3,6 +3,7 @@ import pandas as pd
 
 from oodpose.data.labels import read_labels
 from oodpose.data.synthetic import BODYPARTS, frame_geometry, generate, pose, render_frame, render_scene, sample_horses
+from oodpose.settings import SyntheticSettings
 
 SIZE = (288, 162)
 
@@ -19,7 +20,8 @@ def test_layout_is_readable_by_the_same_reader(synthetic_dataset):
 
 
 def test_deterministic(synthetic_dataset, tmp_path):
-    again = generate(tmp_path / "again", n_individuals=5, total_frames=150, n_train_individuals=2, seed=3)
+    settings = SyntheticSettings(n_individuals=5, n_frames=150, n_train_individuals=2, seed=3)
+    again = generate(tmp_path / "again", settings)
     for name in ("labeled-data/BayHorse01/0003.png", "labeled-data/GreyHorse03/0010.png", "TrainTestInfo_shuffle2.csv"):
         assert (again / name).read_bytes() == (synthetic_dataset / name).read_bytes()
     a, b = read_labels(again), read_labels(synthetic_dataset)

@@ -16,8 +16,10 @@ from oodpose.device import cxx_compiler, runtime
 from oodpose.errors import InputError
 from oodpose.evaluate import evaluate, keypoint_metrics, predict_frames
 from oodpose.models import build_model
+from oodpose.schedule import learning_rate
+from oodpose.settings import TrainConfig
 from oodpose.targets import make_targets, pose_loss, predict
-from oodpose.train import TrainConfig, learning_rate, train
+from oodpose.train import train
 
 
 def config(cache, out, **kw):
@@ -220,7 +222,8 @@ def test_cli_bad_input_exits_with_a_message(tmp_path, capsys):
 def test_real_horse10_frames_go_through_prediction(shared_data, tmp_path):
     from PIL import Image
 
-    from oodpose.data.cache import DatasetSettings, prepare_cache
+    from oodpose.data.cache import prepare_cache
+    from oodpose.settings import DatasetSettings
 
     samples = shared_data / "horse10-samples"
     coco = json.loads((samples / "test_horse10.json").read_text())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -41,6 +42,11 @@ def planned_outputs(output: str, suffix: str) -> set[str]:
             if "output: " in line and line.split(",")[0].endswith(suffix)}  # fmt: skip
 
 
+def n_cells(config: dict) -> int:
+    study = config["study"]
+    return len(study["backbones"]) * len(study["splits"]) * len(study["fractions"]) * len(study["inits"])
+
+
 @pytest.fixture
 def workdir(tmp_path) -> Path:
     shutil.copytree(REPO / "config", tmp_path / "config")
@@ -71,13 +77,20 @@ def test_schema_rejects_bad_config(workdir):
 
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory) -> Path:
-    """config/test.yaml run end to end, once for the tests below."""
+    """config/test.yaml run end to end, once for the tests below; tests that change it take `run_copy`."""
     workdir = tmp_path_factory.mktemp("workflow")
     shutil.copytree(REPO / "config", workdir / "config")
     snakemake(workdir, "--cores", "2", "--configfile", "config/test.yaml")
     return workdir
 
 
+@pytest.fixture
+def run_copy(finished_run, tmp_path) -> Path:
+    """A private copy of the finished run (outputs, Snakemake's records, timestamps), free to change."""
+    return Path(shutil.copytree(finished_run, tmp_path / "run", symlinks=True))
+
+
+@pytest.mark.slow
 def test_end_to_end_produces_every_output(finished_run):
     summary = finished_run / "results" / "synthetic" / "summary"
     for name in [
@@ -93,9 +106,8 @@ def test_end_to_end_produces_every_output(finished_run):
         for ext in ("png", "pdf"):
             assert (summary / "figures" / f"{figure}.{ext}").stat().st_size > 1000
     config = yaml.safe_load((finished_run / "config" / "test.yaml").read_text())
-    n_cells = len(config["study"]["backbones"]) * len(config["study"]["splits"]) * 2 * len(config["study"]["fractions"])
     cells = list((finished_run / "results" / "synthetic").glob("*/*/split*_frac*/metrics.csv"))
-    assert len(cells) == n_cells
+    assert len(cells) == n_cells(config)
     import pandas as pd
 
     regressions = pd.read_csv(summary / "regressions.csv")
@@ -105,66 +117,144 @@ def test_end_to_end_produces_every_output(finished_run):
     assert (finished_run / "results" / "benchmarks" / "synthetic" / "prepare.tsv").exists()
 
 
-def test_report_is_self_contained_html(finished_run):
-    snakemake(finished_run, "--configfile", "config/test.yaml", "--report", "results/report.html")
-    html = (finished_run / "results" / "report.html").read_text(errors="ignore")
+@pytest.mark.slow
+def test_report_is_self_contained_html(run_copy):
+    snakemake(run_copy, "--configfile", "config/test.yaml", "--report", "results/report.html")
+    html = (run_copy / "results" / "report.html").read_text(errors="ignore")
     assert "Table 1" in html and "Figure 1" in html
 
 
-def test_rerun_one_cell_by_asking_for_its_file(finished_run):
-    cell = finished_run / CELL
-    others = sorted((finished_run / "results" / "synthetic").glob("*/*/split*_frac*/model.pt"))
+@pytest.mark.slow
+def test_rerun_one_cell_by_asking_for_its_file(run_copy):
+    cell = run_copy / CELL
+    others = sorted((run_copy / "results" / "synthetic").glob("*/*/split*_frac*/model.pt"))
     stamps = {p: p.stat().st_mtime_ns for p in others if CELL not in str(p)}
     shutil.rmtree(cell)
-    result = snakemake(finished_run, f"{CELL}/metrics.csv", "--cores", "2", "--configfile", "config/test.yaml")
+    result = snakemake(run_copy, f"{CELL}/metrics.csv", "--cores", "2", "--configfile", "config/test.yaml")
     assert (cell / "model.pt").exists() and (cell / "metrics.csv").exists()
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
     counts = job_counts(result.stdout + result.stderr)
     assert counts == {"train": 1, "evaluate": 1, "total": 2}
 
 
-def test_changing_one_backbone_rate_reruns_only_its_cells(finished_run):
-    table = finished_run / "config" / "backbones.tsv"
-    original = table.read_text()
-    try:
-        lines = original.splitlines()
-        lite1 = next(i for i, line in enumerate(lines) if line.startswith("efficientnet_lite1\t"))
-        fields = lines[lite1].split("\t")
-        fields[6] = "7e-4"  # pretrained ILR
-        lines[lite1] = "\t".join(fields)
-        table.write_text("\n".join(lines) + "\n")
-        plan = snakemake(finished_run, "-n", "--configfile", "config/test.yaml").stdout
-        retrained = planned_outputs(plan, "model.pt")
-        assert retrained and all("/efficientnet_lite1/imagenet/" in p for p in retrained)
-        assert len(retrained) == 2  # two splits, one fraction
-    finally:
-        table.write_text(original)
-
-
-def test_failing_cells_leave_a_partial_summary(finished_run):
+@pytest.mark.slow
+def test_changing_one_backbone_rate_reruns_only_its_cells(run_copy):
     import pandas as pd
 
-    config = yaml.safe_load((finished_run / "config" / "test.yaml").read_text())
+    table_path = run_copy / "config" / "backbones.tsv"
+    table = pd.read_csv(table_path, sep="\t")
+    table.loc[table["name"] == "efficientnet_lite1", "pretrained_ilr"] = 7e-4
+    table.to_csv(table_path, sep="\t", index=False)
+    plan = snakemake(run_copy, "-n", "--configfile", "config/test.yaml").stdout
+    retrained = planned_outputs(plan, "model.pt")
+    assert retrained and all("/efficientnet_lite1/imagenet/" in p for p in retrained)
+    assert len(retrained) == 2  # two splits, one fraction
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("setting, value", [("amp", False), ("compile", True)])
+def test_changing_a_training_switch_reruns_every_cell(run_copy, setting, value):
+    config = yaml.safe_load((run_copy / "config" / "test.yaml").read_text())
+    config["training"][setting] = value
+    (run_copy / "config" / "switched.yaml").write_text(yaml.safe_dump(config))
+    plan = snakemake(run_copy, "-n", "--configfile", "config/switched.yaml").stdout
+    assert len(planned_outputs(plan, "model.pt")) == n_cells(config)  # every cell
+
+
+@pytest.mark.slow
+def test_failing_cells_leave_a_partial_summary(run_copy):
+    import pandas as pd
+
+    config = yaml.safe_load((run_copy / "config" / "test.yaml").read_text())
     config["study"]["backbones"].append("mobilenetv2_035")  # no ImageNet weights: its pretrained cells fail
-    (finished_run / "config" / "failing.yaml").write_text(yaml.safe_dump(config))
-    result = snakemake(finished_run, "--cores", "2", "--keep-going", "--configfile", "config/failing.yaml", check=False)
+    (run_copy / "config" / "failing.yaml").write_text(yaml.safe_dump(config))
+    result = snakemake(run_copy, "--cores", "2", "--keep-going", "--configfile", "config/failing.yaml", check=False)
     assert result.returncode != 0
     counts = job_counts(result.stdout + result.stderr)  # only the new backbone's cells: the YAML's reordered keys
     assert counts["train"] == counts["evaluate"] == 4 and "synthesize" not in counts and "prepare" not in counts
-    scratch = finished_run / "results" / "synthetic" / "mobilenetv2_035" / "scratch"
+    scratch = run_copy / "results" / "synthetic" / "mobilenetv2_035" / "scratch"
     assert (scratch / "split1_frac50" / "metrics.csv").exists()  # the other cells went on
-    log = (
-        finished_run / "results" / "logs" / "synthetic" / "mobilenetv2_035" / "imagenet" / "split1_frac50" / "train.log"
-    )
+    log = run_copy / "results" / "logs" / "synthetic" / "mobilenetv2_035" / "imagenet" / "split1_frac50" / "train.log"
     assert "no ImageNet weights for backbone 'mobilenetv2_035'" in log.read_text()
 
-    snakemake(finished_run, "partial", "--cores", "2", "--configfile", "config/failing.yaml")
-    partial = finished_run / "results" / "synthetic" / "partial_summary"
+    snakemake(run_copy, "partial", "--cores", "2", "--configfile", "config/failing.yaml")
+    partial = run_copy / "results" / "synthetic" / "partial_summary"
     missing = pd.read_csv(partial / "missing_cells.csv")
     assert (
         len(missing) == 2 and set(missing["backbone"]) == {"mobilenetv2_035"} and set(missing["init"]) == {"imagenet"}
     )
     metrics = pd.read_csv(partial / "metrics.csv")
     assert "mobilenetv2_035" in set(metrics["backbone"]) and (partial / "figures" / "figure1.png").exists()
-    log = finished_run / "results" / "logs" / "synthetic" / "partial_summary" / "aggregate.log"
+    log = run_copy / "results" / "logs" / "synthetic" / "partial_summary" / "aggregate.log"
     assert "cells without metrics (2)" in log.read_text()
+
+
+def test_a_config_file_alone_with_the_schemas_defaults(workdir):
+    config = yaml.safe_load((workdir / "config" / "test.yaml").read_text())
+    del config["training"]["threads"]  # config/config.yaml says 4, the schema 2
+    (workdir / "laptop.yaml").write_text(yaml.safe_dump(config))
+    plan = snakemake(workdir, "-n", "--cores", "8", "--configfile", "laptop.yaml").stdout
+    assert "threads: 2" in plan and "threads: 4" not in plan
+
+
+def project_config(workdir: Path, project: Path) -> str:
+    config = yaml.safe_load((workdir / "config" / "test.yaml").read_text())
+    config["datasets"] = {"mine": {"path": str(project), "n_splits": 1, "n_train_individuals": 1}}
+    config["study"] |= {"datasets": ["mine"], "splits": [1]}
+    (workdir / "mine.yaml").write_text(yaml.safe_dump(config))
+    return "mine.yaml"
+
+
+def test_a_scripts_bad_input_is_one_line_on_the_console_and_info_reaches_the_log(workdir):
+    from test_reliability import make_project
+
+    rows = [[10.0 + i, 10.0, 14.0 + i, 12.0, 30.0, 20.0] for i in range(5)] + [[float("nan")] * 6]
+    project = make_project(workdir / "project", rows=rows)
+    configfile = project_config(workdir, project)
+    snakemake(workdir, "results/mine/cache", "--cores", "1", "--configfile", configfile)
+    log = (workdir / "results" / "logs" / "mine" / "prepare.log").read_text()
+    assert "INFO oodpose.data.labels:" in log and "skipped 1 frames with no labels at all" in log
+
+    labels = project / "CollectedData_me.csv"
+    labels.write_text("# my labels\n" + labels.read_text())
+    result = snakemake(workdir, "results/mine/cache", "--cores", "1", "--configfile", configfile, check=False)
+    assert result.returncode != 0
+    assert f"error: {labels}: DeepLabCut's three header rows" in result.stderr
+    assert "(log: results/logs/mine/prepare.log)" in result.stderr
+
+
+def test_editing_a_label_file_prepares_the_dataset_again(workdir):
+    from test_reliability import make_project
+
+    project = make_project(workdir / "project")
+    configfile = project_config(workdir, project)
+    snakemake(workdir, "results/mine/cache", "--cores", "1", "--configfile", configfile)
+    assert "Nothing to be done" in snakemake(workdir, "-n", "results/mine/cache", "--configfile", configfile).stdout
+    labels = project / "CollectedData_me.csv"
+    labels.write_text(labels.read_text().replace(",30.0,", ",31.0,", 1))
+    plan = snakemake(workdir, "-n", "--configfile", configfile, "--quiet", "rules").stdout
+    counts = job_counts(plan)
+    assert counts["prepare"] == 1 and counts["train"] == n_cells(yaml.safe_load((workdir / configfile).read_text()))
+
+
+@pytest.mark.slow
+def test_a_rerun_after_a_rate_change_really_retrains(finished_run, run_copy, tmp_path):
+    import pandas as pd
+    import torch
+
+    from oodpose.settings import TrainConfig
+    from oodpose.train import train
+
+    table_path = run_copy / "config" / "backbones.tsv"
+    table = pd.read_csv(table_path, sep="\t")
+    table.loc[table["name"] == "efficientnet_lite0", "pretrained_ilr"] = 2e-3
+    table.to_csv(table_path, sep="\t", index=False)
+    snakemake(run_copy, f"{CELL}/model.pt", "--cores", "2", "--configfile", "config/test.yaml")
+    settings = json.loads((run_copy / CELL / "settings.json").read_text())
+    assert settings["ilr"] == 2e-3
+    fields = {f: settings[f] for f in TrainConfig.__dataclass_fields__ if f not in ("cache", "out", "weights")}
+    fresh = train(TrainConfig(**fields, cache=str(run_copy / "results/synthetic/cache"), out=str(tmp_path / "fresh")))
+    rerun, first, fresh = (torch.load(p, weights_only=False)["model"] for p in
+                           (run_copy / CELL / "model.pt", finished_run / CELL / "model.pt", fresh))  # fmt: skip
+    assert all(torch.equal(rerun[k], fresh[k]) for k in fresh)
+    assert not all(torch.equal(rerun[k], first[k]) for k in first)

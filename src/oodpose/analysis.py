@@ -11,8 +11,8 @@ import pandas as pd
 import statsmodels.api as sm
 from scipy import stats
 
-CELL = ["dataset", "backbone", "init", "split", "fraction"]
-SETS = ["train", "test_within", "test_ood"]
+from oodpose.study import CELL
+
 METRICS = ["normalised_error", "pck"]
 REGRESSION_COLUMNS = ["dataset", "init", "fraction", "set", "metric", "n_backbones", "slope", "intercept", "r2",
                       "p_value", "slope_ci_low", "slope_ci_high"]  # fmt: skip
@@ -29,15 +29,15 @@ PAPER_TABLE1 = {
 def final(metrics: pd.DataFrame) -> pd.DataFrame:
     """Each cell's last iteration, bodypart 'all'."""
     overall = metrics[metrics["bodypart"] == "all"]
-    last = overall.groupby(CELL)["iteration"].transform("max")
+    last = overall.groupby(list(CELL))["iteration"].transform("max")
     return overall[overall["iteration"] == last].reset_index(drop=True)
 
 
 def missing_cells(expected: pd.DataFrame, metrics: pd.DataFrame) -> pd.DataFrame:
     """The expected cells (rows of CELL columns) that have no metrics."""
-    found = metrics[CELL].drop_duplicates()
-    merged = expected.merge(found, on=CELL, how="left", indicator=True)
-    return merged[merged["_merge"] == "left_only"][CELL].reset_index(drop=True)
+    found = metrics[list(CELL)].drop_duplicates()
+    merged = expected.merge(found, on=list(CELL), how="left", indicator=True)
+    return merged[merged["_merge"] == "left_only"][list(CELL)].reset_index(drop=True)
 
 
 def summary(metrics: pd.DataFrame) -> pd.DataFrame:

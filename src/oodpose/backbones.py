@@ -1,20 +1,25 @@
-"""The backbone table (``config/backbones.tsv``): one row per backbone, read without importing torch.
+"""The backbone table: one row per backbone, read without importing torch.
 
 Each row names the timm architecture, where its ImageNet weights come from, their ImageNet top-1
 and its source, the learning schedules the paper cross-validated, and rough GPU needs per job.
+The table ships inside the package (``backbones.tsv``, linked as ``config/backbones.tsv``) and
+every row is checked against ``backbones.schema.yaml`` beside it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache, lru_cache
 from pathlib import Path
 
+import jsonschema
 import pandas as pd
+import yaml
 
 from oodpose.errors import InputError
 
-DEFAULT_TABLE = Path(__file__).resolve().parents[2] / "config" / "backbones.tsv"
-INITS = ("imagenet", "scratch")
+DEFAULT_TABLE = Path(__file__).resolve().parent / "backbones.tsv"
+ROW_SCHEMA = Path(__file__).resolve().parent / "backbones.schema.yaml"
 
 
 @dataclass(frozen=True)
@@ -28,22 +33,50 @@ class Backbone:
     top1_source: str
     family: str  # mobilenetv2, resnet or efficientnet
     pretrained_ilr: float
-    pretrained_dt: float
+    pretrained_final_lr: float
     scratch_ilr: float
-    scratch_dt: float
+    scratch_final_lr: float
     scratch_cycles: int
     gpu_mem_mb: int
     gpu_minutes_per_1k_iter: float
 
 
+@cache
+def row_validator() -> jsonschema.Draft202012Validator:
+    return jsonschema.Draft202012Validator(yaml.safe_load(ROW_SCHEMA.read_text()))
+
+
+def check_row(path: str | Path, line: int, row: dict) -> None:
+    """Raise one sentence naming the table, its line and column for the first way `row` breaks the schema."""
+    error = next(iter(sorted(row_validator().iter_errors(row), key=lambda e: list(e.path))), None)
+    if error is None:
+        return
+    column = error.path[0] if error.path else ", ".join(sorted(set(row_validator().schema["required"]) - set(row)))
+    raise InputError(
+        f"{path}, line {line} ({row.get('name', '?')}), column {column!r}: {error.message}; "
+        f"see {ROW_SCHEMA.name} for what each column takes"
+    )
+
+
 def load_backbones(path: str | Path = DEFAULT_TABLE) -> dict[str, Backbone]:
-    """The backbone table, by name."""
-    table = pd.read_csv(path, sep="\t")
-    fields = list(Backbone.__dataclass_fields__)
-    missing = [f for f in fields if f not in table.columns]
-    if missing:
-        raise InputError(f"{path}: backbone table lacks columns {missing}")
-    return {row["name"]: Backbone(**{f: row[f] for f in fields}) for row in table.to_dict("records")}
+    """The backbone table, by name; every row checked against the schema."""
+    if not Path(path).is_file():
+        raise InputError(f"backbone table {path} does not exist; set `backbones_table:` to a file like {DEFAULT_TABLE}")
+    return read_table(str(path), Path(path).stat().st_mtime_ns)
+
+
+@lru_cache(maxsize=8)
+def read_table(path: str, mtime_ns: int) -> dict[str, Backbone]:
+    """The table as of `mtime_ns`: the workflow asks for it once per job, and an edited table is read again."""
+    table = pd.read_csv(path, sep="\t", keep_default_na=False, na_values=[""])
+    backbones = {}
+    for line, row in enumerate(table.to_dict("records"), start=2):  # line 1 is the header
+        row = {k: v.item() if hasattr(v, "item") else v for k, v in row.items() if not pd.isna(v)}
+        check_row(path, line, row)
+        if row["name"] in backbones:
+            raise InputError(f"{path}, line {line}: backbone {row['name']!r} appears twice; names must be unique")
+        backbones[row["name"]] = Backbone(**row)
+    return backbones
 
 
 def get_backbone(name: str, table: str | Path = DEFAULT_TABLE) -> Backbone:

@@ -1,16 +1,22 @@
 """Command line: ``python -m oodpose {synthesize,prepare,train,fetch-weights,evaluate}``.
 
-The workflow's scripts call the same library functions.
+Options left out take the library's defaults (`oodpose.settings`), and every command builds its
+settings with the same functions the workflow's scripts use.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
+import functools
 import logging
 import sys
 
 from oodpose.errors import InputError
+from oodpose.logs import FORMAT
+from oodpose.settings import DatasetSettings as Dataset
+from oodpose.settings import SyntheticSettings as Synthetic
+from oodpose.settings import TrainConfig
+from oodpose.study import INITS
 
 
 def _int_list(text: str) -> list[int]:
@@ -20,112 +26,113 @@ def _int_list(text: str) -> list[int]:
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="oodpose", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
-
-    s = sub.add_parser("synthesize", help="write the synthetic Horse-30 dataset in Horse-10's layout")
+    command = functools.partial(sub.add_parser, argument_default=argparse.SUPPRESS)  # left out: library default
+    add_synthesize(command("synthesize", help="write the synthetic Horse-30 dataset in Horse-10's layout"))
+    add_prepare(command("prepare", help="read, split and decode a dataset into a cache"))
+    add_train(command("train", help="train one cell"))
+    s = command("fetch-weights", help="download a backbone's timm weights to a file (needs internet)")
+    s.add_argument("backbone")
     s.add_argument("out")
-    s.add_argument("--individuals", type=int, default=30)
-    s.add_argument("--frames", type=int, default=8100, help="total frames over all individuals")
-    s.add_argument("--width", type=int, default=288)
-    s.add_argument("--height", type=int, default=162)
-    s.add_argument("--train-individuals", type=int, default=10)
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--backbones-table", help="the backbone table (default: the one the package ships)")
+    s = command("evaluate", help="evaluate one trained cell")
+    s.add_argument("train_dir")
+    s.add_argument("cache_path", metavar="cache")
+    s.add_argument("--predictions", required=True)
+    s.add_argument("--metrics", required=True)
+    s.add_argument("--device")
+    s.add_argument("--threads", type=int)
+    s.add_argument("--batch-size", type=int)
+    return p
 
-    s = sub.add_parser("prepare", help="read, split and decode a dataset into a cache")
+
+def add_synthesize(s: argparse.ArgumentParser) -> None:
+    s.add_argument("out")
+    s.add_argument("--n-individuals", type=int, help=f"horses to draw (default {Synthetic.n_individuals})")
+    s.add_argument("--n-frames", type=int, help=f"frames over all horses (default {Synthetic.n_frames})")
+    s.add_argument("--n-splits", type=int, help=f"official split files to write (default {Synthetic.n_splits})")
+    s.add_argument("--n-train-individuals", type=int,
+                   help=f"training horses per split (default {Synthetic.n_train_individuals})")  # fmt: skip
+    s.add_argument("--seed", type=int)
+
+
+def add_prepare(s: argparse.ArgumentParser) -> None:
     s.add_argument("dataset")
     s.add_argument("out")
-    s.add_argument("--fractions", type=_int_list, default=[5, 50])
-    s.add_argument("--scale-bodyparts", nargs=2, default=["Nose", "Eye"])
-    s.add_argument("--splits", type=int, default=3, help="splits to generate when there are no official ones")
-    s.add_argument("--train-individuals", type=int, default=10)
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--fractions", type=_int_list, help=f"training fractions (default {Dataset.fractions})")
+    s.add_argument("--scale-bodyparts", nargs=2, help="the two bodyparts whose distance normalises errors "
+                   "(default: a nose- and an eye-like name)")  # fmt: skip
+    s.add_argument("--labels", help="a COCO keypoint JSON (relative to the dataset) instead of DeepLabCut files")
+    s.add_argument("--individuals", help="CSV with columns folder,individual: several videos of one animal")
+    s.add_argument("--n-splits", type=int,
+                   help=f"splits to generate when there are no official ones (default {Dataset.n_splits})")  # fmt: skip
+    s.add_argument(
+        "--n-train-individuals",
+        type=int,
+        help=f"training individuals per generated split (default {Dataset.n_train_individuals})",
+    )
+    s.add_argument("--seed", type=int)
 
-    s = sub.add_parser("train", help="train one cell")
+
+def add_train(s: argparse.ArgumentParser) -> None:
     s.add_argument("cache")
     s.add_argument("out")
     s.add_argument("--backbone", required=True)
-    s.add_argument("--init", choices=["imagenet", "scratch"], default="imagenet")
-    s.add_argument("--split", type=int, default=1)
-    s.add_argument("--fraction", type=int, default=50)
-    s.add_argument("--iterations", type=int, default=30000)
-    s.add_argument("--ilr", type=float)
-    s.add_argument("--dt", type=float)
-    s.add_argument("--cycles", type=int)
-    s.add_argument("--batch-size", type=int, default=8)
-    s.add_argument("--snapshot-every", type=int, default=5000)
-    s.add_argument("--curve-iterations", type=_int_list, default=[])
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--device", default="auto")
+    s.add_argument("--init", choices=INITS, help=f"default {TrainConfig.init}")
+    s.add_argument("--split", type=int, help=f"default {TrainConfig.split}")
+    s.add_argument("--fraction", type=int, help=f"training fraction in %% (default {TrainConfig.fraction})")
+    s.add_argument("--iterations", type=int, help=f"default {TrainConfig.iterations}")
+    s.add_argument("--ilr", type=float, help="initial learning rate (default: the backbone table's)")
+    s.add_argument("--final-lr", type=float, help="rate the cosine decays to (default: the backbone table's)")
+    s.add_argument("--cycles", type=int, help="cosine cycles (default: the table's from scratch, else 1)")
+    s.add_argument("--batch-size", type=int, help=f"default {TrainConfig.batch_size}")
+    s.add_argument("--snapshot-every", type=int, help=f"default {TrainConfig.snapshot_every}")
+    s.add_argument("--curve-iterations", type=_int_list, help="iterations whose weights are kept, e.g. 5000,10000")
+    s.add_argument("--seed", type=int)
+    s.add_argument("--device", help="auto (default), cpu or cuda[:i]")
     s.add_argument("--threads", type=int)
     s.add_argument("--workers", type=int)
     s.add_argument("--no-amp", dest="amp", action="store_false", help="full precision on CUDA")
     s.add_argument("--compile", action="store_true", help="torch.compile the network (slow warm-up)")
     s.add_argument("--weights", help="a .pth/.safetensors file of ImageNet weights for the backbone")
-    s.add_argument("--backbones-table", help="the backbone table (default config/backbones.tsv)")
-
-    s = sub.add_parser("fetch-weights", help="download a backbone's timm weights to a file (needs internet)")
-    s.add_argument("backbone")
-    s.add_argument("out")
-    s.add_argument("--backbones-table", help="the backbone table (default config/backbones.tsv)")
-
-    s = sub.add_parser("evaluate", help="evaluate one trained cell")
-    s.add_argument("train_dir")
-    s.add_argument("cache")
-    s.add_argument("--predictions", required=True)
-    s.add_argument("--metrics", required=True)
-    s.add_argument("--device", default="auto")
-    s.add_argument("--threads", type=int)
-    s.add_argument("--batch-size", type=int, default=32)
-    return p
+    s.add_argument("--backbones-table", help="the backbone table (default: the one the package ships)")
 
 
-def run(args: argparse.Namespace) -> None:
-    if args.command == "synthesize":
+def run(command: str, options: dict) -> None:
+    """Run one command; `options` holds only what was given, shaped like the config's keys."""
+    from oodpose import settings
+
+    if command == "synthesize":
         from oodpose.data.synthetic import generate
 
-        generate(
-            args.out,
-            args.individuals,
-            args.frames,
-            (args.width, args.height),
-            n_train_individuals=args.train_individuals,
-            seed=args.seed,
-        )
-    elif args.command == "prepare":
-        from oodpose.data.cache import DatasetSettings, prepare_cache
+        out = options.pop("out")
+        splits = {k: options.pop(k) for k in ("n_splits", "n_train_individuals") if k in options}
+        generate(out, settings.synthetic_settings({"synthetic": options, **splits}))
+    elif command == "prepare":
+        from oodpose.data.cache import prepare_cache
 
-        prepare_cache(
-            args.dataset,
-            args.out,
-            DatasetSettings(
-                fractions=tuple(args.fractions),
-                scale_bodyparts=tuple(args.scale_bodyparts),
-                n_splits=args.splits,
-                n_train_individuals=args.train_individuals,
-                seed=args.seed,
-            ),
-        )
-    elif args.command == "train":
-        from oodpose.train import TrainConfig, train
+        dataset, out = options.pop("dataset"), options.pop("out")
+        prepare_cache(dataset, out, settings.dataset_settings(options, options.pop("fractions", None)))
+    elif command == "train":
+        from oodpose.train import train
 
-        fields = {f.name for f in dataclasses.fields(TrainConfig)}
-        options = {k: v for k, v in vars(args).items() if k in fields and v is not None}
-        train(TrainConfig(**options))
-    elif args.command == "fetch-weights":
+        train(settings.train_config({}, **options))
+    elif command == "fetch-weights":
         from oodpose.backbones import DEFAULT_TABLE, get_backbone
         from oodpose.models import fetch_weights
 
-        fetch_weights(get_backbone(args.backbone, args.backbones_table or DEFAULT_TABLE), args.out)
-    elif args.command == "evaluate":
+        fetch_weights(get_backbone(options["backbone"], options.get("backbones_table", DEFAULT_TABLE)), options["out"])
+    elif command == "evaluate":
         from oodpose.evaluate import evaluate
 
-        evaluate(args.train_dir, args.cache, args.predictions, args.metrics, args.device, args.threads, args.batch_size)
+        evaluate(**options)
 
 
 def main(argv: list[str] | None = None) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    args = parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format=FORMAT)
+    options = vars(parser().parse_args(argv))
+    command = options.pop("command")
     try:
-        run(args)
+        run(command, options)
     except InputError as err:
-        print(f"oodpose {args.command}: error: {err}", file=sys.stderr)
+        print(f"oodpose {command}: error: {err}", file=sys.stderr)
         sys.exit(2)

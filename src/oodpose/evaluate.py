@@ -21,10 +21,10 @@ from oodpose.atomic import atomic_file
 from oodpose.backbones import get_backbone
 from oodpose.data.cache import Cache
 from oodpose.data.dataset import PoseDataset, resize_factors
-from oodpose.data.splits import ROLES
 from oodpose.device import Runtime, runtime
 from oodpose.errors import InputError
 from oodpose.models import PoseNet, build_model
+from oodpose.study import SETS
 from oodpose.targets import predict
 
 PCK_THRESHOLD = 0.3
@@ -36,11 +36,35 @@ def load_trained(path: Path, settings: dict, n_joints: int) -> tuple[PoseNet, in
     try:
         state = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as err:  # truncated or foreign files fail in many ways
-        raise InputError(f"{path}: cannot read the trained weights ({type(err).__name__}: {err})") from err
+        raise InputError(
+            f"{path}: cannot read the trained weights ({type(err).__name__}: {err}); retrain the cell, or, for a "
+            "learning-curve file (snapshots/weights-*.pt), delete it to drop that iteration from the curve"
+        ) from err
     backbone = get_backbone(settings["backbone"], settings["backbones_table"])
     model = build_model(backbone, n_joints, "scratch")  # architecture only; the weights come from `path`
-    model.load_state_dict(state["model"])
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as err:
+        raise InputError(
+            f"{path}: these weights are not a {settings['backbone']!r} network with {n_joints} bodyparts, as its "
+            f"settings.json says; retrain the cell (first lines of the mismatch: {str(err)[:300]})"
+        ) from err
     return model, int(state["iteration"])
+
+
+def check_same_cache(train_dir: Path, settings: dict, cache: Cache) -> None:
+    """A model is evaluated only on the cache it was trained on: another one would call unseen frames 'train'."""
+    trained_on = settings.get("cache_fingerprint")
+    if trained_on != cache.fingerprint:
+        raise InputError(
+            f"{train_dir} was trained on a cache with fingerprint {trained_on}, but {cache.path} has "
+            f"{cache.fingerprint} (another dataset, or one prepared again since): evaluate with the cache it "
+            "was trained on, or retrain the cell"
+        )
+    if settings.get("bodyparts", cache.bodyparts) != cache.bodyparts:
+        raise InputError(
+            f"{train_dir} was trained on bodyparts {settings['bodyparts']}, but {cache.path} has {cache.bodyparts}"
+        )
 
 
 @torch.no_grad()
@@ -111,21 +135,22 @@ def evaluate(
         raise InputError(f"{train_dir}: no trained model (model.pt and settings.json); train the cell first")
     settings = pd.read_json(settings_path, typ="series").to_dict()
     cache = Cache(cache_path)
+    check_same_cache(train_dir, settings, cache)
     rt = runtime(device, threads)
     split, fraction = int(settings["split"]), int(settings["fraction"])
-    sets = {role: cache.frames(split, fraction, role) for role in ROLES}
+    sets = {set_: cache.frames(split, fraction, set_) for set_ in SETS}
     rows = np.concatenate(list(sets.values()))
     checkpoints = sorted(train_dir.glob("snapshots/weights-*.pt")) + [train_dir / "model.pt"]
     truth, scale = cache.keypoints[rows], cache.index["scale"].to_numpy()[rows]
-    role_of = np.concatenate([[role] * len(r) for role, r in sets.items()])
+    set_of = np.concatenate([[set_] * len(r) for set_, r in sets.items()])
     tables = []
     for path in checkpoints:
         model, iteration = load_trained(path, settings, len(cache.bodyparts))
         pred = predict_frames(model, cache, rows, rt, settings["global_scale"], batch_size)
-        for role in ROLES:
-            chosen = role_of == role
+        for set_ in SETS:
+            chosen = set_of == set_
             table = keypoint_metrics(pred[chosen], truth[chosen], scale[chosen], cache.bodyparts)
-            tables.append(table.assign(iteration=iteration, set=role))
+            tables.append(table.assign(iteration=iteration, set=set_))
     frames = cache.index["frame"].to_numpy()[rows].tolist()
     with atomic_file(predictions) as tmp:
         to_deeplabcut(pred, frames, cache.bodyparts, cache.meta.get("scorer", SCORER)).to_hdf(

@@ -80,7 +80,7 @@ def figure3ab(metrics: pd.DataFrame, path: Path, missing: pd.DataFrame) -> None:
     save(fig, path)
 
 
-def learning_curves(metrics: pd.DataFrame, path: Path, missing: pd.DataFrame) -> None:
+def figure4_5a(metrics: pd.DataFrame, path: Path, missing: pd.DataFrame) -> None:
     """Figures 4 and 5A: normalised error vs iteration, scratch solid, pretrained dashed; row per fraction."""
     data = readable(metrics[metrics["bodypart"] == "all"])
     grid = sns.relplot(data=data, x="iteration", y="normalised_error", hue="set", style="init", row="fraction",
@@ -106,10 +106,10 @@ def figure5b(metrics: pd.DataFrame, path: Path, missing: pd.DataFrame) -> None:
     save(fig, path)
 
 
-def ood_examples(metrics: pd.DataFrame, cache, predictions_file, n_frames: int = 2) -> list:
+def ood_examples(metrics: pd.DataFrame, cache, predictions: dict[tuple, str], n_frames: int = 2) -> list:
     """Figure 3C's panels: `n_frames` OOD frames of the first split for the weakest and strongest pretrained
-    backbone (by ImageNet top-1), as (title, image, labels, predictions); `predictions_file(backbone, split,
-    fraction)` says where a cell's DeepLabCut predictions are."""
+    backbone (by ImageNet top-1), as (title, image, labels, predictions); `predictions` maps a cell's
+    (backbone, init, split, fraction) to its DeepLabCut predictions file."""
     cells = final(metrics)
     pretrained = cells[(cells["init"] == "imagenet") & (cells["fraction"] == cells["fraction"].max())]
     if pretrained.empty:
@@ -120,10 +120,10 @@ def ood_examples(metrics: pd.DataFrame, cache, predictions_file, n_frames: int =
     rows = ood[np.linspace(0, len(ood) - 1, n_frames).astype(int)] if len(ood) else []
     examples = []
     for backbone in dict.fromkeys([pretrained["backbone"].iloc[0], pretrained["backbone"].iloc[-1]]):
-        predictions = pd.read_hdf(predictions_file(backbone, split, fraction))
+        table = pd.read_hdf(predictions[(backbone, "imagenet", split, fraction)])
         for row in rows:
             frame = cache.index["frame"].iat[row]
-            pred = predictions.loc[frame].to_numpy().reshape(-1, 3)[:, :2]
+            pred = table.loc[frame].to_numpy().reshape(-1, 3)[:, :2]
             width, height = cache.sizes[row]
             examples.append((f"{backbone}\n{frame}", cache.images[row, :height, :width], cache.keypoints[row], pred))
     return examples

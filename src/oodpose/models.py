@@ -30,8 +30,9 @@ import torch
 from torch import nn
 
 from oodpose.atomic import atomic_file
-from oodpose.backbones import INITS, Backbone
+from oodpose.backbones import Backbone
 from oodpose.errors import InputError
+from oodpose.study import INITS
 
 WEIGHTS_FILE = "model.safetensors"  # what timm publishes for each hub tag
 
@@ -103,11 +104,17 @@ def fetch_weights(backbone: Backbone, dest: str | Path) -> Path:
 
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
 
-        return load_file(str(path))
-    state = torch.load(path, map_location="cpu", weights_only=True)
+            return load_file(str(path))
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # a text file, a truncated download, a pickle with code: all mean the same here
+        raise InputError(
+            f"{path}: not a file of network weights ({type(err).__name__}: {str(err)[:200]}); give a .pth or "
+            ".safetensors file of the backbone's ImageNet weights"
+        ) from err
     for key in ("model", "state_dict"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]

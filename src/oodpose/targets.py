@@ -11,10 +11,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from oodpose.settings import LOCREF_WEIGHT, POS_DIST_THRESH
+
 STRIDE = 8
 LOCREF_STDEV = 7.2801
-POS_DIST_THRESH = 17.0
-LOCREF_WEIGHT = 0.05
 
 
 def cell_centres(size: int, device=None) -> torch.Tensor:

@@ -1,12 +1,12 @@
 """Train one cell of the study: one backbone, init, split and training fraction.
 
-One readable loop with explicit state. Adam, batch 8, iteration-based; the learning rate follows a
-cosine from ILR to DT over the run (from scratch: cosine with warm restarts), as a pure function of
-the iteration, so the iteration is the scheduler's whole state. Every `snapshot_every` iterations
-the model, optimiser, RNG states and iteration are written atomically; a run that finds snapshots
-resumes from the newest readable one, and the batches it then draws are the ones an uninterrupted
-run would have drawn (each sample's order and augmentation seed derive from the seed and its
-position in the run). SIGTERM (SLURM pre-emption) writes a snapshot before exiting.
+One flat loop in labelled steps, as nanoGPT's: set up, resume, then per iteration the learning
+rate (a pure function of the iteration, `oodpose.schedule`), one `train_step`, the log and the
+snapshots. Every `snapshot_every` iterations the model, optimiser, RNG states and iteration are
+written atomically; a run that finds snapshots resumes from the newest readable one, and the
+batches it then draws are the ones an uninterrupted run would have drawn (each sample's order and
+augmentation seed derive from the seed and its position in the run). SIGTERM (SLURM pre-emption)
+writes a snapshot before exiting.
 
 Outputs in `out`: ``model.pt`` (final weights and settings), ``snapshots/`` (resume state and the
 weights at `curve_iterations`, for learning curves), ``train_log.csv`` and ``settings.json``.
@@ -23,7 +23,7 @@ import random
 import shutil
 import signal
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -31,67 +31,21 @@ import torch
 from torch.utils.data import DataLoader, Sampler
 from tqdm import tqdm
 
-from oodpose.atomic import atomic_file
-from oodpose.backbones import DEFAULT_TABLE, get_backbone
+from oodpose.atomic import atomic_file, remove_stale_temporaries
+from oodpose.backbones import get_backbone
 from oodpose.data.cache import Cache
-from oodpose.data.dataset import GLOBAL_SCALE, PoseDataset
-from oodpose.device import cxx_compiler, runtime
+from oodpose.data.dataset import PoseDataset
+from oodpose.device import Runtime, cxx_compiler, runtime
 from oodpose.errors import InputError
-from oodpose.models import build_model
-from oodpose.targets import LOCREF_WEIGHT, POS_DIST_THRESH, make_targets, pose_loss
+from oodpose.models import PoseNet, build_model
+from oodpose.schedule import learning_rate
+from oodpose.settings import TrainConfig, result_settings
+from oodpose.targets import make_targets, pose_loss
 
 log = logging.getLogger(__name__)
 LOG_FIELDS = ["iteration", "loss", "scoremap_loss", "locref_loss", "lr", "seconds"]
 KEEP_SNAPSHOTS = 2
 LOG_EVERY = 100  # iterations between log writes (and the only host-device waits between snapshots)
-
-
-@dataclass
-class TrainConfig:
-    """Everything that defines a training run; unset learning-rate fields come from the backbone table."""
-
-    cache: str
-    out: str
-    backbone: str
-    init: str = "imagenet"
-    split: int = 1
-    fraction: int = 50
-    iterations: int = 30000
-    ilr: float | None = None
-    dt: float | None = None
-    cycles: int | None = None  # cosine cycles (restarts + 1); from scratch the table's, else 1
-    batch_size: int = 8
-    snapshot_every: int = 5000
-    curve_iterations: list[int] = field(default_factory=list)
-    seed: int = 0
-    device: str = "auto"
-    threads: int | None = None
-    workers: int | None = None
-    amp: bool = True  # mixed precision on CUDA (bf16 where supported)
-    compile: bool = False  # torch.compile the network: minutes of warm-up; measured gains in bench/README.md
-    weights: str | None = None
-    backbones_table: str = str(DEFAULT_TABLE)
-    global_scale: float = GLOBAL_SCALE
-    pos_dist_thresh: float = POS_DIST_THRESH
-    locref_weight: float = LOCREF_WEIGHT
-
-    def resolved(self) -> TrainConfig:
-        """A copy with the schedule filled in from the backbone table."""
-        b = get_backbone(self.backbone, self.backbones_table)
-        scratch = self.init == "scratch"
-        return dataclasses.replace(
-            self,
-            ilr=self.ilr if self.ilr is not None else (b.scratch_ilr if scratch else b.pretrained_ilr),
-            dt=self.dt if self.dt is not None else (b.scratch_dt if scratch else b.pretrained_dt),
-            cycles=self.cycles if self.cycles is not None else (int(b.scratch_cycles) if scratch else 1),
-        )
-
-
-def learning_rate(iteration: int, total: int, ilr: float, dt: float, cycles: int = 1) -> float:
-    """Cosine decay from `ilr` to `dt`, restarted `cycles` times over `total` iterations."""
-    length = math.ceil(total / cycles)
-    progress = (iteration % length) / length
-    return dt + 0.5 * (ilr - dt) * (1 + math.cos(math.pi * progress))
 
 
 class RunSampler(Sampler):
@@ -182,129 +136,197 @@ class StopRequest:
         signal.signal(signal.SIGTERM, self.previous)
 
 
-def train(config: TrainConfig) -> Path:
-    """Train (or resume) one cell; returns the path of the final ``model.pt``."""
-    cfg = config.resolved()
-    out = Path(cfg.out)
-    snapshots = out / "snapshots"
-    snapshots.mkdir(parents=True, exist_ok=True)
+@dataclass
+class Run:
+    """What a training step works on: the network, its optimiser and loss scaler, and the runtime."""
+
+    model: PoseNet
+    network: torch.nn.Module  # the model, or its torch.compile'd wrapper
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    rt: Runtime
+
+
+def build_run(cfg: TrainConfig, n_joints: int) -> Run:
+    """The network on its device in channels_last, Adam (fused on CUDA) and, for fp16, a loss scaler."""
     rt = runtime(cfg.device, cfg.threads, cfg.workers, cfg.amp)
-    cache = Cache(cfg.cache)
-    rows = cache.frames(cfg.split, cfg.fraction, "train")
-    if len(rows) == 0:
-        raise InputError(f"{cfg.cache}: split {cfg.split} at fraction {cfg.fraction}% has no training frames")
-    backbone = get_backbone(cfg.backbone, cfg.backbones_table)
-    model = build_model(backbone, len(cache.bodyparts), cfg.init, cfg.weights, cfg.seed)
-    model = model.to(rt.device, memory_format=torch.channels_last)
     if cfg.compile and rt.device.type == "cpu" and not shutil.which(cxx_compiler()):
         raise InputError(
             f"compile on CPU needs a C++ compiler: {cxx_compiler()!r} ($CXX, else g++) is not on PATH; "
             "install one, or train without --compile (config: training: compile: false)"
         )
-    network = torch.compile(model) if cfg.compile else model
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.ilr, fused=rt.device.type == "cuda")  # one kernel
-    scaler = torch.amp.GradScaler(rt.device.type, enabled=rt.amp_dtype == torch.float16)
+    backbone = get_backbone(cfg.backbone, cfg.backbones_table)
+    model = build_model(backbone, n_joints, cfg.init, cfg.weights, cfg.seed)
+    model = model.to(rt.device, memory_format=torch.channels_last)
+    return Run(
+        model=model,
+        network=torch.compile(model) if cfg.compile else model,
+        optimizer=torch.optim.Adam(model.parameters(), lr=cfg.ilr, fused=rt.device.type == "cuda"),
+        scaler=torch.amp.GradScaler(rt.device.type, enabled=rt.amp_dtype == torch.float16),
+        rt=rt,
+    )
 
-    start = 0
+
+def train_step(run: Run, images: torch.Tensor, keypoints: torch.Tensor, lr: float, cfg: TrainConfig) -> torch.Tensor:
+    """One optimisation step on a batch already on the device; returns (loss, scoremap, locref) on the device."""
+    for group in run.optimizer.param_groups:
+        group["lr"] = lr
+    with run.rt.autocast():
+        scoremap_logits, locref_pred = run.network(images)
+    targets = make_targets(keypoints, scoremap_logits.shape[-2:], cfg.pos_dist_thresh)
+    loss, scoremap_loss, locref_loss = pose_loss(scoremap_logits, locref_pred, *targets, cfg.locref_weight)
+    run.optimizer.zero_grad(set_to_none=True)
+    run.scaler.scale(loss).backward()
+    run.scaler.step(run.optimizer)
+    run.scaler.update()
+    return torch.stack([loss, scoremap_loss, locref_loss]).detach()
+
+
+def resume(run: Run, snapshots: Path, identity: dict, defines: dict) -> int:
+    """Load the newest readable snapshot of this cell into `run`; the iteration to go on from (0: none).
+
+    Snapshots of another cell are refused; snapshots of this cell made with other settings or another
+    cache (`defines`) are deleted and training starts over, so a rerun never passes old weights off as new.
+    """
     state = latest_snapshot(snapshots)
-    identity = {"backbone": cfg.backbone, "init": cfg.init, "split": cfg.split, "fraction": cfg.fraction}
-    if state is not None:
-        written_for = state.get("identity", identity)
-        if written_for != identity:
-            raise InputError(
-                f"{state['path']} was written for {written_for}, not {identity}; use another output folder "
-                "or delete its snapshots"
-            )
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scaler.load_state_dict(state["scaler"])
-        set_rng_state(state["rng"])
-        start = state["iteration"]
-        log.info("resuming from %s at iteration %d", state["path"], start)
-        print(f"resuming from {state['path']} at iteration {start}", flush=True)
-    log_path = out / "train_log.csv"
-    rewind_log(log_path, start)
+    if state is None:
+        return 0
+    written_for = state.get("identity", identity)
+    if written_for != identity:
+        raise InputError(
+            f"{state['path']} was written for {written_for}, not {identity}; use another output folder "
+            "or delete its snapshots"
+        )
+    if state.get("defines") != defines:
+        changed = differences(state.get("defines") or {}, defines)
+        log.warning("%s: %s changed since the snapshots were made; starting over", snapshots, ", ".join(changed))
+        for old in [*snapshots.glob("snapshot-*.pt"), *snapshots.glob("weights-*.pt")]:
+            old.unlink()
+        return 0
+    run.model.load_state_dict(state["model"])
+    run.optimizer.load_state_dict(state["optimizer"])
+    run.scaler.load_state_dict(state["scaler"])
+    set_rng_state(state["rng"])
+    log.info("resuming from %s at iteration %d", state["path"], state["iteration"])
+    return state["iteration"]
+
+
+def differences(old: dict, new: dict) -> list[str]:
+    """The names of what differs between two `defines` records, e.g. ['settings.ilr', 'cache']."""
+    names = []
+    for key in sorted(set(old) | set(new)):
+        if isinstance(old.get(key), dict) and isinstance(new.get(key), dict):
+            names += [f"{key}.{name}" for name in differences(old[key], new[key])]
+        elif old.get(key) != new.get(key):
+            names.append(key)
+    return names
+
+
+def save_snapshot(run: Run, done: int, identity: dict, defines: dict, snapshots: Path) -> None:
+    """Everything a resumed run needs to go on exactly; only the newest `KEEP_SNAPSHOTS` stay."""
+    state = {
+        "iteration": done,
+        "model": run.model.state_dict(),
+        "optimizer": run.optimizer.state_dict(),
+        "scaler": run.scaler.state_dict(),
+        "rng": rng_state(),
+        "identity": identity,
+        "defines": defines,
+    }
+    save_atomic(state, snapshots / f"snapshot-{done:07d}.pt")
+    keep_recent_snapshots(snapshots)
+
+
+def write_settings(cfg: TrainConfig, rt: Runtime, cache: Cache, path: Path) -> dict:
+    """The run's settings, with what they resolved to on this machine, as evaluation and readers need them."""
     settings = {
         **dataclasses.asdict(cfg),
+        "backbones_table": str(Path(cfg.backbones_table).resolve()),  # evaluation may run from another folder
+        "cache_fingerprint": cache.fingerprint,
+        "bodyparts": cache.bodyparts,
         "device_resolved": str(rt.device),
-        "amp": str(rt.amp_dtype),
-        "imagenet_top1": backbone.imagenet_top1,
+        "amp_dtype": str(rt.amp_dtype),  # what `amp` resolved to on this device
+        "imagenet_top1": get_backbone(cfg.backbone, cfg.backbones_table).imagenet_top1,
         "torch": torch.__version__,
     }
-    (out / "settings.json").write_text(json.dumps(settings, indent=2))
+    path.write_text(json.dumps(settings, indent=2))
+    return settings
 
-    dataset = PoseDataset(cache, rows, augment=True, global_scale=cfg.global_scale)
+
+def training_rows(cache: Cache, cfg: TrainConfig) -> np.ndarray:
+    """The cell's training frames; none is an error, fewer than a batch a warning."""
+    rows = cache.frames(cfg.split, cfg.fraction, "train")
+    if len(rows) == 0:
+        raise InputError(f"{cfg.cache}: split {cfg.split} at fraction {cfg.fraction}% has no training frames")
+    if cfg.batch_size > len(rows):
+        log.warning("batch size %d is larger than the %d training frames of split %d at %d%%: every batch repeats "
+                    "frames", cfg.batch_size, len(rows), cfg.split, cfg.fraction)  # fmt: skip
+    return rows
+
+
+def train(config: TrainConfig) -> Path:
+    """Train (or resume) one cell; returns the path of the final ``model.pt``."""
+    # --- setup: data, network, optimiser
+    cfg = config.resolved()
+    out, snapshots = Path(cfg.out), Path(cfg.out) / "snapshots"
+    snapshots.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(snapshots)  # snapshots a killed job was writing
+    cache = Cache(cfg.cache)
+    rows = training_rows(cache, cfg)
+    run = build_run(cfg, len(cache.bodyparts))
+    # --- resume from this cell's newest snapshot, if any
+    identity = {"backbone": cfg.backbone, "init": cfg.init, "split": cfg.split, "fraction": cfg.fraction}
+    defines = {"settings": result_settings(cfg), "cache": cache.fingerprint}
+    start = resume(run, snapshots, identity, defines)
+    log_path = out / "train_log.csv"
+    rewind_log(log_path, start)
+    settings = write_settings(cfg, run.rt, cache, out / "settings.json")
     loader = DataLoader(
-        dataset,
+        PoseDataset(cache, rows, augment=True, global_scale=cfg.global_scale),
         batch_sampler=RunSampler(len(rows), cfg.batch_size, cfg.seed, start, cfg.iterations),
-        num_workers=rt.workers,
-        pin_memory=rt.pin_memory,
-        persistent_workers=False,
-        prefetch_factor=4 if rt.workers else None,
+        num_workers=run.rt.workers,
+        pin_memory=run.rt.pin_memory,
+        prefetch_factor=4 if run.rt.workers else None,
     )
+    # --- the loop
     stop = StopRequest()
     pending: list[dict] = []
-    model.train()
-    progress = tqdm(
-        total=cfg.iterations,
-        initial=start,
-        desc=f"train {cfg.backbone}/{cfg.init}",
-        mininterval=5,
-        unit="it",
-        dynamic_ncols=False,
-    )
+    run.model.train()
+    progress = tqdm(total=cfg.iterations, initial=start, desc=f"train {cfg.backbone}/{cfg.init}", mininterval=5,
+                    unit="it", dynamic_ncols=False)  # fmt: skip
     tick = time.perf_counter()
     try:
         for iteration, (images, keypoints, _) in enumerate(loader, start=start):
-            lr = learning_rate(iteration, cfg.iterations, cfg.ilr, cfg.dt, cfg.cycles)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            images = images.to(rt.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
-            keypoints = keypoints.to(rt.device, non_blocking=True)
-            with rt.autocast():
-                scoremap_logits, locref_pred = network(images)
-            targets = make_targets(keypoints, scoremap_logits.shape[-2:], cfg.pos_dist_thresh)
-            loss, scoremap_loss, locref_loss = pose_loss(scoremap_logits, locref_pred, *targets, cfg.locref_weight)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
+            # step
+            lr = learning_rate(iteration, cfg.iterations, cfg.ilr, cfg.final_lr, cfg.cycles)
+            images = images.to(run.rt.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+            losses = train_step(run, images, keypoints.to(run.rt.device, non_blocking=True), lr, cfg)
             now = time.perf_counter()
-            losses = torch.stack([loss, scoremap_loss, locref_loss]).detach()
             pending.append({"iteration": iteration, "lr": lr, "seconds": now - tick, "losses": losses})
             tick = now
             progress.update(1)
             done = iteration + 1
+            # log: losses reach the host only here
             snapshot_due = done % cfg.snapshot_every == 0 or done == cfg.iterations or stop.requested
             if snapshot_due or done % LOG_EVERY == 0 or done in cfg.curve_iterations:
-                rows = log_rows(pending)
-                append_log(log_path, rows)  # the log shows the losses up to a failure, too
+                logged = log_rows(pending)
+                append_log(log_path, logged)  # the log shows the losses up to a failure, too
                 pending = []
-                check_finite(rows)  # before any snapshot: NaN weights are never saved
-                progress.set_postfix(loss=f"{rows[-1]['loss']:.4f}", refresh=False)
+                check_finite(logged)  # before any snapshot: NaN weights are never saved
+                progress.set_postfix(loss=f"{logged[-1]['loss']:.4f}", refresh=False)
+            # snapshots: learning-curve weights, then resume state
             if done in cfg.curve_iterations:
-                save_atomic({"iteration": done, "model": model.state_dict()}, snapshots / f"weights-{done:07d}.pt")
+                save_atomic({"iteration": done, "model": run.model.state_dict()}, snapshots / f"weights-{done:07d}.pt")
             if snapshot_due:
-                save_atomic(
-                    {
-                        "iteration": done,
-                        "model": model.state_dict(),
-                        "optimizer": optimizer.state_dict(),
-                        "scaler": scaler.state_dict(),
-                        "rng": rng_state(),
-                        "identity": identity,
-                    },
-                    snapshots / f"snapshot-{done:07d}.pt",
-                )
-                keep_recent_snapshots(snapshots)
+                save_snapshot(run, done, identity, defines, snapshots)
             if stop.requested:
-                print(f"SIGTERM: snapshot written at iteration {done}; rerun to resume", flush=True)
+                log.warning("SIGTERM: snapshot written at iteration %d; rerun to resume", done)
                 raise SystemExit(143)
     finally:
         progress.close()
         stop.restore()
     final = out / "model.pt"
-    save_atomic({"iteration": cfg.iterations, "model": model.state_dict(), "settings": settings}, final)
+    save_atomic({"iteration": cfg.iterations, "model": run.model.state_dict(), "settings": settings}, final)
     return final
 
 

@@ -1,23 +1,23 @@
-import sys
 from pathlib import Path
 
 import pandas as pd
 
 from oodpose import analysis
+from oodpose.logs import rule_log
 
-sys.stderr = sys.stdout = open(snakemake.log[0], "w")
-dataset = snakemake.wildcards.dataset
-metrics = pd.concat([pd.read_csv(p) for p in snakemake.input.metrics], ignore_index=True)
-metrics.insert(0, "dataset", dataset)
-missing = analysis.missing_cells(snakemake.params.cells, metrics)
-if len(missing):
-    print(f"cells without metrics ({len(missing)}):\n{missing.to_string(index=False)}")
-out = snakemake.output
-missing.to_csv(out.missing, index=False)
-metrics.to_csv(out.metrics, index=False)
-analysis.summary(metrics).to_csv(out.summary, index=False)
-analysis.regressions(metrics).to_csv(out.regressions, index=False)
-analysis.pretrained_vs_scratch(metrics).to_csv(out.paired, index=False)
-table = analysis.table1(metrics, fraction=max(metrics["fraction"]))
-table.to_csv(out.table1, index=False)
-Path(out.table1_md).write_text(analysis.table1_markdown(table))
+with rule_log(snakemake.log[0]):
+    dataset = snakemake.wildcards.dataset
+    metrics = pd.concat([pd.read_csv(p) for p in snakemake.input.metrics], ignore_index=True)
+    metrics.insert(0, "dataset", dataset)
+    missing = analysis.missing_cells(snakemake.params.cells, metrics)
+    if len(missing):
+        print(f"cells without metrics ({len(missing)}):\n{missing.to_string(index=False)}")
+    out = snakemake.output
+    missing.to_csv(out.missing, index=False)
+    metrics.to_csv(out.metrics, index=False)
+    analysis.summary(metrics).to_csv(out.summary, index=False)
+    analysis.regressions(metrics).to_csv(out.regressions, index=False)
+    analysis.pretrained_vs_scratch(metrics).to_csv(out.paired, index=False)
+    table = analysis.table1(metrics, fraction=max(metrics["fraction"]))
+    table.to_csv(out.table1, index=False)
+    Path(out.table1_md).write_text(analysis.table1_markdown(table))

@@ -1,11 +1,10 @@
-import sys
-
 from oodpose.data.horse10 import BENCHMARK_URL, EXPECTED, download_horse10
+from oodpose.logs import rule_log
 
-sys.stderr = sys.stdout = open(snakemake.log[0], "w")
-dataset = snakemake.params.dataset
-download_horse10(
-    snakemake.output[0],
-    benchmark_url=dataset.get("benchmark_url", BENCHMARK_URL),
-    expected=dataset.get("expect", EXPECTED),
-)
+with rule_log(snakemake.log[0]):
+    dataset = snakemake.params.dataset
+    download_horse10(
+        snakemake.output[0],
+        benchmark_url=dataset.get("benchmark_url", BENCHMARK_URL),
+        expected=dataset.get("expect", EXPECTED),
+    )

@@ -1,12 +1,11 @@
-import sys
-
 from oodpose.evaluate import evaluate
+from oodpose.logs import rule_log
 
-sys.stderr = sys.stdout = open(snakemake.log[0], "w")
-evaluate(
-    snakemake.params.train_dir,
-    snakemake.input.cache,
-    snakemake.output.predictions,
-    snakemake.output.metrics,
-    threads=snakemake.threads,
-)
+with rule_log(snakemake.log[0]):
+    evaluate(
+        snakemake.params.train_dir,
+        snakemake.input.cache,
+        snakemake.output.predictions,
+        snakemake.output.metrics,
+        threads=snakemake.threads,
+    )

@@ -1,14 +1,6 @@
-import sys
-
 from oodpose.data.synthetic import generate
+from oodpose.logs import rule_log
+from oodpose.settings import SyntheticSettings
 
-sys.stderr = sys.stdout = open(snakemake.log[0], "w")
-s = snakemake.params.settings
-generate(
-    snakemake.output[0],
-    n_individuals=s.get("individuals", 30),
-    total_frames=s.get("frames", 8100),
-    n_train_individuals=s.get("train_individuals", 10),
-    seed=s.get("seed", 0),
-    workers=snakemake.threads,
-)
+with rule_log(snakemake.log[0]):
+    generate(snakemake.output[0], SyntheticSettings(**snakemake.params.settings), workers=snakemake.threads)

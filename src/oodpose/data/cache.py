@@ -11,10 +11,11 @@ Layout of a cache folder:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from functools import cached_property
 from pathlib import Path
 
@@ -24,26 +25,25 @@ import pandas as pd
 
 from oodpose.atomic import atomic_dir
 from oodpose.data.coco import read_coco
-from oodpose.data.labels import Labels, read_labels
-from oodpose.data.scales import frame_scales
-from oodpose.data.splits import ROLES, add_fractions, make_splits, official_split_files, read_official_splits
+from oodpose.data.labels import Labels, drop_labels_outside, find_label_files, read_labels
+from oodpose.data.scales import SCALE_FILE, frame_scales
+from oodpose.data.splits import add_fractions, make_splits, official_split_files, read_official_splits
 from oodpose.errors import InputError
+from oodpose.settings import DatasetSettings
+from oodpose.study import SETS
 
 log = logging.getLogger(__name__)
+CONTENT_FILES = ("index.parquet", "keypoints.npy", "splits.parquet", "images.npy")
 
 
-@dataclass(frozen=True)
-class DatasetSettings:
-    """How a dataset is split and normalised; part of the cache so every cell sees the same."""
-
-    fractions: tuple[int, ...] = (5, 50)
-    scale_bodyparts: tuple[str, str] | None = None  # None: a nose- and an eye-like bodypart
-    labels: str | None = None  # a COCO keypoint file (relative to the dataset) instead of DeepLabCut's
-    individuals: str | None = None  # CSV folder,individual mapping several folders to one animal
-    n_splits: int = 3
-    n_train_individuals: int = 10
-    seed: int = 0
-    official_splits: bool = field(default=True)  # use TrainTestInfo_shuffle*.csv when present
+def dataset_files(root: str | Path, settings: DatasetSettings) -> list[Path]:
+    """The files inside a dataset folder that define its cache (labels, splits, scales, project config), so
+    the workflow can prepare it again when one is edited; the images are read only when preparing."""
+    root = Path(root)
+    labels = [root / settings.labels] if settings.labels else find_label_files(root)
+    twins = [f.with_suffix(".csv") for f in labels if f.suffix == ".h5" and f.with_suffix(".csv").exists()]
+    extra = [root / name for name in (SCALE_FILE, "config.yaml") if (root / name).exists()]
+    return sorted({*labels, *twins, *official_split_files(root), *extra})
 
 
 def read_image(path: Path) -> np.ndarray:
@@ -68,20 +68,23 @@ def frozen_splits(root: Path, labels: Labels, settings: DatasetSettings) -> tupl
     return table, source
 
 
-def prepare_cache(root: str | Path, out: str | Path, settings: DatasetSettings = DatasetSettings()) -> Path:
+def prepare_cache(root: str | Path, out: str | Path, settings: DatasetSettings | None = None) -> Path:
     """Read, split and decode the dataset at `root` into the cache folder `out` (atomically)."""
-    root, out = Path(root), Path(out)
+    root, out, settings = Path(root), Path(out), settings or DatasetSettings()
+    if root.resolve() == out.resolve() or out.resolve() in root.resolve().parents:
+        raise InputError(f"the cache folder {out} would replace the dataset {root}; choose another output folder")
     if settings.labels:
         labels = read_coco(root / settings.labels, root)
     else:
         labels = read_labels(root, settings.individuals)
+    drop_labels_outside(root, labels)
     scales = frame_scales(root, labels, settings.scale_bodyparts)
     splits, split_source = frozen_splits(root, labels, settings)
     n_ood = int((splits["role"] == "test_ood").sum())
     if n_ood == 0:
         log.warning("%s: every individual is a training individual, so the OOD sets are empty", root)
     canvas = (int(labels.frames["height"].max()), int(labels.frames["width"].max()))
-    with atomic_dir(out) as tmp:
+    with atomic_dir(out, made_by="prepare") as tmp:
         index = labels.frames.assign(scale=scales)
         index.to_parquet(tmp / "index.parquet")
         np.save(tmp / "keypoints.npy", labels.keypoints)
@@ -109,9 +112,20 @@ def prepare_cache(root: str | Path, out: str | Path, settings: DatasetSettings =
             "individuals": sorted(index["individual"].unique()),
             "splits": split_source,
             "settings": asdict(settings),
+            "fingerprint": fingerprint(tmp),
         }
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
     return out
+
+
+def fingerprint(folder: Path) -> str:
+    """A digest of a cache's content (frames, scales, labels, splits, pixels): trained models record it, so a
+    model is never resumed or evaluated on a cache that has changed since."""
+    digest = hashlib.sha256()
+    for name in CONTENT_FILES:
+        with open(folder / name, "rb") as f:
+            digest.update(hashlib.file_digest(f, "sha256").digest())
+    return digest.hexdigest()[:16]
 
 
 class Cache:
@@ -127,6 +141,7 @@ class Cache:
         self.splits = pd.read_parquet(self.path / "splits.parquet")
         self.bodyparts: list[str] = self.meta["bodyparts"]
         self.sizes = self.index[["width", "height"]].to_numpy()  # per frame, read once: items need it fast
+        self.fingerprint: str | None = self.meta.get("fingerprint")
 
     @cached_property
     def images(self) -> np.ndarray:
@@ -134,8 +149,8 @@ class Cache:
 
     def frames(self, split: int, fraction: int, role: str) -> np.ndarray:
         """Row numbers of the frames with `role` in one cell's split and fraction."""
-        if role not in ROLES:
-            raise InputError(f"unknown role {role!r}; use one of {ROLES}")
+        if role not in SETS:
+            raise InputError(f"unknown set {role!r}; use one of {SETS}")
         table = self.splits[(self.splits["split"] == split) & (self.splits["fraction"] == fraction)]
         if table.empty:
             raise InputError(

@@ -38,7 +38,12 @@ def read_coco(path: str | Path, image_root: str | Path, individual: str | None =
     for image in images:
         if image["id"] not in by_image:
             continue
-        triplets = np.asarray(by_image[image["id"]]["keypoints"], dtype=np.float32).reshape(-1, 3)
+        flat = by_image[image["id"]]["keypoints"]
+        if len(flat) % 3:
+            raise InputError(
+                f"{path}: image {image['file_name']} has {len(flat)} keypoint values, not (x, y, v) triplets"
+            )
+        triplets = np.asarray(flat, dtype=np.float32).reshape(-1, 3)
         if len(triplets) != len(bodyparts):
             raise InputError(f"{path}: image {image['file_name']} has {len(triplets)} keypoints, not {len(bodyparts)}")
         keypoints.append(np.where(triplets[:, 2:] > 0, triplets[:, :2], np.nan))

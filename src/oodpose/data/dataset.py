@@ -15,8 +15,7 @@ from torch.utils.data import Dataset
 
 from oodpose.data.augment import Augmentation, warp
 from oodpose.data.cache import Cache
-
-GLOBAL_SCALE = 0.8
+from oodpose.settings import GLOBAL_SCALE
 
 
 def canvas_size(cache: Cache, global_scale: float = GLOBAL_SCALE) -> tuple[int, int]:

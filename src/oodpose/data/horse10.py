@@ -106,7 +106,7 @@ def download_horse10(
         raise InputError(f"downloading {TARBALL} from the Hugging Face dataset {HF_REPO} failed: {err}") from err
     if TARBALL in sha256 and sha256_of(tarball) != sha256[TARBALL]:
         raise InputError(f"{tarball}: sha256 does not match the expected {sha256[TARBALL]}; delete it and retry")
-    with atomic_dir(out) as tmp:
+    with atomic_dir(out, made_by="download-horse10") as tmp:
         root = extract(tarball, tmp / ".extract")
         for child in root.iterdir():
             shutil.move(str(child), tmp / child.name)

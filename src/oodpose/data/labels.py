@@ -9,6 +9,8 @@ Rows are indexed by the frame path, as one string (older projects) or as a 3-lev
 
 from __future__ import annotations
 
+import csv
+import itertools
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +23,7 @@ from PIL import Image
 from oodpose.errors import InputError
 
 log = logging.getLogger(__name__)
+COORDS = {"x", "y", "likelihood"}
 HOW_TO_GET_DATA = (
     "Generate the synthetic Horse-30 with `python -m oodpose synthesize <folder>`, "
     "or download Horse-10 (the Hugging Face dataset mwmathis/Horse-30) with the workflow's download_horse10 rule "
@@ -53,13 +56,25 @@ def find_label_files(root: Path) -> list[Path]:
         root.glob("training-datasets/iteration-*/UnaugmentedDataSet_*/CollectedData_*.h5")
     )
     if merged:
-        return merged[-1:]
+        return check_not_stale(merged[-1:])
     files = []
     for folder in sorted(p for p in (root / "labeled-data").glob("*") if p.is_dir()):
         h5 = sorted(folder.glob("CollectedData_*.h5"))
         files += h5 or sorted(folder.glob("CollectedData_*.csv"))
     if not files:
         files = sorted(root.glob("CollectedData_*.csv"))
+    return check_not_stale(files)
+
+
+def check_not_stale(files: list[Path]) -> list[Path]:
+    """An h5 label file whose csv twin was edited after it would silently hide the edit: stop instead."""
+    for h5 in (f for f in files if f.suffix == ".h5"):
+        twin = h5.with_suffix(".csv")
+        if twin.exists() and twin.stat().st_mtime > h5.stat().st_mtime:
+            raise InputError(
+                f"{twin} is newer than {h5}, which is the file read: convert the CSV to HDF "
+                "(DeepLabCut's convertcsv2h5) or delete the stale one"
+            )
     return files
 
 
@@ -76,11 +91,7 @@ def read_label_file(path: Path) -> pd.DataFrame:
         except (ValueError, KeyError, OSError) as err:
             raise InputError(f"{path}: not a readable DeepLabCut HDF label file ({err})") from err
     elif path.suffix == ".csv":
-        df = pd.read_csv(path, header=[0, 1, 2])
-        leading = [c for c in df.columns if c[2] not in ("x", "y", "likelihood")]
-        df = df.set_index(leading)
-        df.index = df.index if len(leading) > 1 else df.index.get_level_values(0)
-        df.columns = df.columns.set_names(["scorer", "bodyparts", "coords"])  # csv keeps no level names
+        df = read_label_csv(path)
     else:
         raise InputError(f"{path}: unknown label format; use DeepLabCut's CollectedData_<scorer>.h5 or .csv")
     if df.columns.nlevels != 3 or list(df.columns.names)[-2:] != ["bodyparts", "coords"]:
@@ -92,6 +103,54 @@ def read_label_file(path: Path) -> pd.DataFrame:
         raise InputError(f"{path}: the label file has no bodyparts")
     df.index = [_frame_path(i) for i in df.index]
     return df
+
+
+def check_csv_header(path: Path) -> None:
+    """DeepLabCut's three header rows (scorer, bodyparts, coords) must open the file, for one animal."""
+    with open(path, newline="") as f:
+        rows = list(itertools.islice(csv.reader(f), 6))
+    first = [row[0] if row else "" for row in rows]
+    if first[1:2] == ["individuals"]:
+        raise InputError(
+            f"{path}: a multi-animal DeepLabCut file (its second header row is 'individuals'); "
+            "multi-animal projects are not supported"
+        )
+    cells = [{v for v in row[1:] if v} for row in rows]
+    coords = [i for i, values in enumerate(cells) if values and values <= COORDS]
+    if coords[:1] != [2]:
+        where = f"line {coords[0] + 1}" if coords else "nowhere in the first lines"
+        opening = rows[0][:3] if rows else []
+        raise InputError(
+            f"{path}: DeepLabCut's three header rows (scorer, bodyparts, coords) must be lines 1-3, but the "
+            f"coords row (x, y) is {where}; remove any extra header or comment line (line 1: {opening})"
+        )
+
+
+def read_label_csv(path: Path) -> pd.DataFrame:
+    """A DeepLabCut CSV label file, every coordinate checked to be a number."""
+    check_csv_header(path)
+    with open(path, newline="") as f:
+        widths = [len(row) for row in csv.reader(f)]
+    uneven = next((i for i, width in enumerate(widths) if width not in (0, widths[0])), None)
+    if uneven is not None:
+        raise InputError(
+            f"{path}: line {uneven + 1} has {widths[uneven]} fields but the header {widths[0]}; a decimal comma "
+            "splits a number in two: use '.' as the decimal separator"
+        )
+    df = pd.read_csv(path, header=[0, 1, 2])
+    leading = [c for c in df.columns if c[2] not in COORDS]
+    df = df.set_index(leading)
+    df.index = df.index if len(leading) > 1 else df.index.get_level_values(0)
+    df.columns = df.columns.set_names(["scorer", "bodyparts", "coords"])  # csv keeps no level names
+    numbers = df.apply(pd.to_numeric, errors="coerce")
+    bad = numbers.isna() & df.notna()
+    if bad.any(axis=None):
+        row, column = next((r, c) for r, c in zip(*np.nonzero(bad.to_numpy())))
+        raise InputError(
+            f"{path}, row {df.index[row]}, column {'/'.join(map(str, df.columns[column][1:]))}: "
+            f"{df.iat[row, column]!r} is not a number; labels must be numbers with '.' as the decimal separator"
+        )
+    return numbers.astype(np.float64)
 
 
 def image_size(path: Path) -> tuple[int, int]:
@@ -166,6 +225,8 @@ def read_labels(root: str | Path, individuals: str | Path | None = None) -> Labe
     labelled = ~np.isnan(keypoints).all(axis=(1, 2))
     if not labelled.all():
         log.info("%s: skipped %d frames with no labels at all", root, int((~labelled).sum()))
+    if not labelled.any():
+        raise InputError(f"{root}: none of the {len(labelled)} frames in {[f.name for f in files]} has a label")
     df, keypoints = df[labelled], keypoints[labelled]
     frames = pd.DataFrame({"frame": df.index.astype(str)})
     if frames["frame"].duplicated().any():
@@ -179,6 +240,19 @@ def read_labels(root: str | Path, individuals: str | Path | None = None) -> Labe
     frames["width"] = np.array([s[0] for s in sizes], dtype=np.int32)
     frames["height"] = np.array([s[1] for s in sizes], dtype=np.int32)
     return Labels(frames=frames, keypoints=keypoints, bodyparts=bodyparts, scorer=scorer)
+
+
+def drop_labels_outside(root: Path, labels: Labels) -> None:
+    """Labels outside their image (or negative) become unlabelled (NaN), so training and evaluation both skip them."""
+    frames, keypoints = labels.frames, labels.keypoints
+    size = frames[["width", "height"]].to_numpy(np.float32)[:, None, :]
+    with np.errstate(invalid="ignore"):
+        outside = ((keypoints < 0) | (keypoints > size)).any(axis=-1)
+    if outside.any():
+        named = frames["frame"].to_numpy()[outside.any(axis=1)]
+        log.warning("%s: %d labels lie outside their image and count as unlabelled, in %d frames: %s%s", root,
+                    int(outside.sum()), len(named), ", ".join(named[:5]), " ..." if len(named) > 5 else "")  # fmt: skip
+        keypoints[outside] = np.nan
 
 
 def write_label_file(labels: Labels, path: Path) -> None:

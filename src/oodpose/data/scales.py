@@ -50,6 +50,11 @@ def default_scale_bodyparts(bodyparts: tuple[str, ...]) -> tuple[str, str]:
 
 def individual_scales(labels: Labels, scale_bodyparts: tuple[str, str]) -> pd.Series:
     """Per individual, the median distance between the two scale bodyparts over its frames."""
+    if scale_bodyparts[0] == scale_bodyparts[1]:
+        raise InputError(
+            f"scale bodyparts name {scale_bodyparts[0]!r} twice; a scale is the distance between two different "
+            "bodyparts: set `scale_bodyparts` in the dataset's config to two of them"
+        )
     missing = [b for b in scale_bodyparts if b not in labels.bodyparts]
     if missing:
         raise InputError(

@@ -17,7 +17,6 @@ import pandas as pd
 from oodpose.data.labels import Labels
 from oodpose.errors import InputError
 
-ROLES = ("train", "test_within", "test_ood")
 OFFICIAL_COLUMNS = {
     "trainIndices": "train",
     "testIndices_withinDomain": "test_within",

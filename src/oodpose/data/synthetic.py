@@ -1,8 +1,8 @@
 """Synthetic Horse-30: procedurally drawn walking horses, written in Horse-10's own on-disk layout.
 
 The same reader serves synthetic and real data: the generator writes ``labeled-data/<horse>/NNNN.png``,
-a merged ``CollectedData_synthetic.h5``, ``TrainTestInfo_shuffle{1,2,3}.csv``, ``Horsescale.h5`` and a
-``contact_sheet.png`` with one frame per horse (like the paper's Figure 2).
+a merged ``CollectedData_synthetic.h5``, one ``TrainTestInfo_shuffle{k}.csv`` per split (`n_splits`),
+``Horsescale.h5`` and a ``contact_sheet.png`` with one frame per horse (like the paper's Figure 2).
 
 Each horse is a filled body, neck and head with four jointed legs whose joints sit at the 22
 Horse-10 keypoints, walking in a lateral-sequence gait while the camera pans. Horses differ as
@@ -26,6 +26,7 @@ from PIL import Image, ImageDraw
 from oodpose.atomic import atomic_dir
 from oodpose.data.labels import Labels, write_label_file
 from oodpose.data.splits import make_splits, splits_to_official
+from oodpose.settings import SyntheticSettings
 
 BODYPARTS = (
     "Nose", "Eye", "Nearknee", "Nearfrontfetlock", "Nearfrontfoot", "Offknee", "Offfrontfetlock",
@@ -339,20 +340,12 @@ def _render_horse(args) -> tuple[str, np.ndarray, float]:
     return horse.name, keypoints, float(np.median(nose_eye))
 
 
-def generate(
-    out: str | Path,
-    n_individuals: int = 30,
-    total_frames: int = 8100,
-    size: tuple[int, int] = (288, 162),
-    n_splits: int = 3,
-    n_train_individuals: int = 10,
-    seed: int = 0,
-    workers: int = 2,
-) -> Path:
+def generate(out: str | Path, settings: SyntheticSettings | None = None, workers: int = 2) -> Path:
     """Write a synthetic Horse-30 to `out` (atomically) and return it."""
-    out = Path(out)
-    horses = sample_horses(n_individuals, total_frames, np.random.default_rng(seed))
-    with atomic_dir(out) as tmp:
+    out, s = Path(out), settings or SyntheticSettings()
+    size = s.size
+    horses = sample_horses(s.n_individuals, s.n_frames, np.random.default_rng(s.seed))
+    with atomic_dir(out, made_by="synthesize") as tmp:
         jobs = []
         for horse in horses:
             folder = tmp / "labeled-data" / horse.name
@@ -374,7 +367,8 @@ def generate(
         pd.DataFrame({"scale": scale.to_numpy()}, index=frames["frame"].to_list()).to_hdf(
             tmp / "Horsescale.h5", key="df_with_missing", mode="w"
         )
-        splits_to_official(make_splits(labels, n_splits, min(n_train_individuals, n_individuals), seed), tmp)
+        splits = make_splits(labels, s.n_splits, min(s.n_train_individuals, s.n_individuals), s.seed)
+        splits_to_official(splits, tmp)
         contact_sheet(tmp, horses).save(tmp / "contact_sheet.png")
     return out
 

@@ -1,0 +1,18 @@
+"""The study's vocabulary: what a cell is, where its files live, and the names of inits and sets.
+
+Everything else (the workflow's wildcards, the CLI's choices, the analysis and the figures) takes
+these names from here, so a new init or a renamed cell folder is one edit.
+"""
+
+from __future__ import annotations
+
+INITS = ("imagenet", "scratch")  # ImageNet-pretrained backbone, or randomly initialised
+SETS = ("train", "test_within", "test_ood")  # the frames a cell is evaluated on, by their role in its split
+CELL = ("dataset", "backbone", "init", "split", "fraction")  # the columns that name one cell
+CELL_DIR = "results/{dataset}/{backbone}/{init}/split{split}_frac{fraction}"
+DATASET_NAME = "[A-Za-z0-9_-]+"  # a dataset's name is a path component and a Snakemake wildcard
+
+
+def cell_dir(**cell) -> str:
+    """The folder of one cell's model, metrics and predictions."""
+    return CELL_DIR.format(**{key: cell[key] for key in CELL})

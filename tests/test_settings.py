@@ -1,0 +1,168 @@
+"""One home per concept: the config's schema, the library's settings, the CLI and the workflow agree."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+import oodpose
+from oodpose import cli, settings
+from oodpose.backbones import DEFAULT_TABLE, load_backbones
+from oodpose.errors import InputError
+from oodpose.logs import rule_log
+from oodpose.settings import DatasetSettings, SyntheticSettings, TrainConfig
+from oodpose.study import INITS
+
+REPO = Path(__file__).resolve().parents[1]
+SCHEMA = yaml.safe_load((REPO / "config" / "schema.yaml").read_text())
+
+
+def schema_defaults(node: dict) -> dict:
+    return {k: v["default"] for k, v in node["properties"].items() if "default" in v}
+
+
+def test_schema_defaults_are_the_settings_defaults():
+    dataset = SCHEMA["properties"]["datasets"]["additionalProperties"]
+    pairs = [
+        (schema_defaults(dataset), DatasetSettings()),
+        (schema_defaults(dataset["properties"]["synthetic"]), SyntheticSettings()),
+        (schema_defaults(SCHEMA["properties"]["training"]), TrainConfig("", "", "resnet50")),
+    ]
+    for defaults, instance in pairs:
+        # `threads` in the config is the workflow's thread count per job; the library takes the job's
+        library = {k: getattr(instance, k) for k in defaults if hasattr(instance, k) and k != "threads"}
+        assert library == {k: v for k, v in defaults.items() if k in library}, type(instance).__name__
+        assert library, f"no schema default is a field of {type(instance).__name__}"
+    assert SCHEMA["properties"]["study"]["properties"]["inits"]["items"]["enum"] == list(INITS)
+
+
+def every_key_is_described(node: dict, path: str = "") -> list[str]:
+    """Keys without a description, where their object's own description does not cover its parts."""
+    undocumented = []
+    for key, child in node.get("properties", {}).items():
+        if "description" not in child and not ("description" in node and path):
+            undocumented.append(f"{path}{key}")
+        undocumented += every_key_is_described(child, f"{path}{key}.")
+    if isinstance(node.get("additionalProperties"), dict):
+        undocumented += every_key_is_described(node["additionalProperties"], f"{path}*.")
+    return undocumented
+
+
+def test_schema_documents_every_setting():
+    assert every_key_is_described(SCHEMA) == []
+
+
+def captured(monkeypatch, module: str, name: str, argv: list[str]):
+    """The settings object a CLI command hands to the library function `module.name`."""
+    calls = []
+    monkeypatch.setattr(f"{module}.{name}", lambda *args, **kwargs: calls.append(args))
+    cli.main(argv)
+    return calls[0][-1]
+
+
+def test_cli_prepare_builds_what_the_workflow_builds(monkeypatch):
+    from_cli = captured(monkeypatch, "oodpose.data.cache", "prepare_cache", ["prepare", "data", "out"])
+    assert from_cli == settings.dataset_settings({}) == DatasetSettings()
+    assert from_cli.scale_bodyparts is None  # auto-detected, as in the workflow
+    argv = ["prepare", "d", "o", "--labels", "c.json", "--individuals", "i.csv", "--scale-bodyparts", "A", "B",
+            "--fractions", "10,50", "--n-splits", "2"]  # fmt: skip
+    config = {"labels": "c.json", "individuals": "i.csv", "scale_bodyparts": ["A", "B"], "n_splits": 2}
+    assert captured(monkeypatch, "oodpose.data.cache", "prepare_cache", argv) == settings.dataset_settings(
+        config, [10, 50]
+    )
+
+
+def test_cli_train_builds_what_the_workflow_builds(monkeypatch):
+    training = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())["training"]
+    workflow = settings.train_config(training, backbone="resnet50", init="scratch", split=2, fraction=5,
+                                     cache="c", out="o")  # fmt: skip
+    argv = ["train", "c", "o", "--backbone", "resnet50", "--init", "scratch", "--split", "2", "--fraction", "5",
+            "--iterations", str(training["iterations"]["scratch"]), "--snapshot-every", str(training["snapshot_every"]),
+            "--curve-iterations", ",".join(map(str, training["curve_iterations"]["scratch"])),
+            "--batch-size", str(training["batch_size"]), "--threads", str(training["threads"])]  # fmt: skip
+    from_cli = captured(monkeypatch, "oodpose.train", "train", argv)
+    assert from_cli == dataclasses.replace(workflow, threads=training["threads"])
+    assert (from_cli.ilr, from_cli.final_lr, from_cli.cycles) == (5e-4, 5e-5, 3)  # the table's scratch schedule
+
+
+def test_train_config_resolves_the_cell():
+    training = {"iterations": {"imagenet": 30, "scratch": 90}, "curve_iterations": {"imagenet": [10]}, "amp": False}
+    pretrained = settings.train_config(training, backbone="resnet50", init="imagenet", cache="c", out="o")
+    assert (pretrained.iterations, pretrained.curve_iterations, pretrained.amp) == (30, (10,), False)
+    assert (pretrained.ilr, pretrained.final_lr, pretrained.cycles) == (1e-4, 1e-5, 1)
+    scratch = settings.train_config(training, backbone="resnet50", init="scratch", ilr=0.1, cache="c", out="o")
+    assert (scratch.iterations, scratch.curve_iterations, scratch.ilr, scratch.cycles) == (90, (), 0.1, 3)
+    assert {"amp", "compile", "ilr", "iterations", "seed"} <= set(settings.result_settings(scratch))
+    assert not {"cache", "out", "threads", "device"} & set(settings.result_settings(scratch))
+
+
+def test_synthetic_settings_take_the_datasets_split_keys():
+    config = {"synthetic": {"n_individuals": 6, "n_frames": 60}, "n_splits": 2, "n_train_individuals": 3}
+    made = settings.synthetic_settings(config)
+    assert (made.n_individuals, made.n_frames, made.n_splits, made.n_train_individuals) == (6, 60, 2, 3)
+    assert made.seed == SyntheticSettings.seed
+
+
+def test_the_backbone_table_ships_inside_the_package():
+    assert DEFAULT_TABLE.parent == Path(oodpose.__file__).parent
+    assert (REPO / "config" / "backbones.tsv").resolve() == DEFAULT_TABLE.resolve()
+
+
+@pytest.mark.parametrize(
+    "column, value, message",
+    [
+        ("family", "convnext", "column 'family': 'convnext' is not one of"),
+        ("weights", "hub:resnet50", "column 'weights': 'hub:resnet50' does not match"),
+        ("pretrained_ilr", -0.1, "column 'pretrained_ilr': -0.1 is less than or equal to"),
+        ("scratch_cycles", 0, "column 'scratch_cycles': 0 is less than the minimum"),
+        ("gpu_mem_mb", None, "column 'gpu_mem_mb': 'gpu_mem_mb' is a required property"),
+    ],
+)
+def test_a_bad_table_row_is_named_by_line_and_column(tmp_path, column, value, message):
+    table = pd.read_csv(DEFAULT_TABLE, sep="\t")
+    table[column] = table[column].astype(object)
+    table.loc[table["name"] == "resnet50", column] = value
+    path = tmp_path / "backbones.tsv"
+    table.to_csv(path, sep="\t", index=False)
+    line = int(table.index[table["name"] == "resnet50"][0]) + 2
+    with pytest.raises(InputError, match=f"backbones.tsv, line {line} \\(resnet50\\), {message}"):
+        load_backbones(path)
+
+
+def test_an_extra_column_or_a_repeated_name_is_refused(tmp_path):
+    table = pd.read_csv(DEFAULT_TABLE, sep="\t")
+    path = tmp_path / "backbones.tsv"
+    table.assign(notes="x").to_csv(path, sep="\t", index=False)
+    with pytest.raises(InputError, match="line 2 .*Additional properties are not allowed \\('notes' was unexpected"):
+        load_backbones(path)
+    pd.concat([table, table.head(1)]).to_csv(path, sep="\t", index=False)
+    with pytest.raises(InputError, match=f"line {len(table) + 2}: backbone 'mobilenetv2_035' appears twice"):
+        load_backbones(path)
+
+
+def test_library_messages_reach_the_rules_log(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(sys, "stdout", sys.stdout)  # restored after the test, as is stderr
+    monkeypatch.setattr(sys, "stderr", sys.stderr)
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        with pytest.raises(SystemExit) as stopped, rule_log(tmp_path / "rule.log"):
+            logging.getLogger("oodpose.data.labels").info("skipped 3 frames with no labels at all")
+            print("a line of output")
+            raise InputError("labels.csv, row 4, column 'x': 'abc' is not a number")
+    finally:
+        for handler in root.handlers[:]:
+            root.removeHandler(handler)
+        root.handlers[:], root.level = handlers, level
+    text = (tmp_path / "rule.log").read_text()
+    assert "INFO oodpose.data.labels: skipped 3 frames with no labels at all" in text and "a line of output" in text
+    assert "ERROR oodpose.logs: labels.csv, row 4, column 'x': 'abc' is not a number" in text
+    console = capsys.readouterr().err
+    assert stopped.value.code == 1 and "Traceback" not in text + console
+    assert console == f"error: labels.csv, row 4, column 'x': 'abc' is not a number (log: {tmp_path / 'rule.log'})\n"
