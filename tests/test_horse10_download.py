@@ -131,7 +131,7 @@ def test_download_rule_through_the_workflow(server, tmp_path, monkeypatch):
 
 def test_cut_downloads_fail_cleanly(tmp_path):
     """A server that promises more bytes than it sends, and one that is not there."""
-    from oodpose.data.horse10 import download_file
+    from oodpose.download import download_file
 
     class Liar(BaseHTTPRequestHandler):
         def do_GET(self):

@@ -18,7 +18,10 @@ def test_table_has_the_paper_backbones_and_lite():
     assert set(paper + ["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"]) <= set(table)
     assert [table[f"efficientnet_b{i}"].imagenet_top1 for i in range(7)] == [77.1, 79.1, 80.1, 81.6, 82.9, 83.6, 84.0]
     assert table["resnet50"].weights == "timm:resnet50.tv_in1k"
-    assert table["mobilenetv2_035"].weights == table["mobilenetv2_075"].weights == "none"
+    mobilenets = [table[f"mobilenetv2_{w}"] for w in ("035", "050", "075", "100")]
+    assert [b.imagenet_top1 for b in mobilenets] == [60.3, 65.4, 69.8, 71.8]  # the paper's TensorFlow weights
+    assert all(b.weights.startswith("keras:mobilenet_v2_weights_tf_dim_ordering_tf_kernels_") for b in mobilenets)
+    assert table["mobilenetv2_100_timm"].weights == "timm:mobilenetv2_100.ra_in1k"  # timm's, to compare
     assert (table["resnet50"].pretrained_ilr, table["resnet50"].pretrained_final_lr) == (1e-4, 1e-5)
 
 
@@ -97,10 +100,20 @@ def test_mismatching_weights_name_the_key_and_shapes(tmp_path):
         build_model(backbone, 22, "imagenet", weights=tmp_path / "none.pth")
 
 
-def test_batchnorm_statistics_stay_frozen_in_training():
-    model = build_model(get_backbone("efficientnet_lite0"), 22, "imagenet").train()
-    before = model.backbone.bn1.running_mean.clone()
-    assert model.training and not model.backbone.bn1.training
-    model(torch.randint(0, 255, (2, 3, 64, 64), dtype=torch.uint8))[0].sum().backward()
-    assert torch.equal(model.backbone.bn1.running_mean, before)
-    assert model.backbone.bn1.weight.grad is not None  # scale and shift still learn
+@pytest.mark.parametrize(
+    "backbone, trains_statistics",
+    [("mobilenetv2_035", True), ("resnet50", False), ("efficientnet_lite0", False)],
+)
+def test_batchnorm_statistics_train_for_mobilenetv2_only(backbone, trains_statistics):
+    """DeepLabCut trains MobileNetV2's batch norm (the paper says so); ResNets and EfficientNets keep theirs."""
+    model = build_model(get_backbone(backbone), 22, "scratch").train()
+    norms = [m for m in model.backbone.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    before = [m.running_mean.clone() for m in norms]
+    assert model.training and all(m.training == trains_statistics for m in norms)
+    for _ in range(3):
+        model(torch.randint(0, 255, (2, 3, 64, 64), dtype=torch.uint8))[0].sum().backward()
+    moved = [not torch.equal(m.running_mean, b) for m, b in zip(norms, before)]
+    assert all(moved) if trains_statistics else not any(moved)
+    model.eval()
+    assert not any(m.training for m in norms)  # evaluation uses the running statistics
+    assert norms[0].weight.grad is not None  # scale and shift learn in every family

@@ -14,10 +14,11 @@ import yaml
 import oodpose
 from oodpose import cli, settings
 from oodpose.backbones import DEFAULT_TABLE, load_backbones
+from oodpose.data.augment import PRESETS
 from oodpose.errors import InputError
 from oodpose.logs import rule_log
-from oodpose.settings import DatasetSettings, SyntheticSettings, TrainConfig
-from oodpose.study import INITS
+from oodpose.settings import TEST_SCALE, DatasetSettings, SyntheticSettings, TrainConfig
+from oodpose.study import AUGMENTATIONS, INITS
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = yaml.safe_load((REPO / "config" / "schema.yaml").read_text())
@@ -40,6 +41,9 @@ def test_schema_defaults_are_the_settings_defaults():
         assert library == {k: v for k, v in defaults.items() if k in library}, type(instance).__name__
         assert library, f"no schema default is a field of {type(instance).__name__}"
     assert SCHEMA["properties"]["study"]["properties"]["inits"]["items"]["enum"] == list(INITS)
+    assert SCHEMA["properties"]["training"]["properties"]["augmentation"]["enum"] == list(AUGMENTATIONS)
+    assert set(PRESETS) == set(AUGMENTATIONS)
+    assert SCHEMA["properties"]["evaluation"]["properties"]["test_scale"]["default"] == TEST_SCALE
 
 
 def every_key_is_described(node: dict, path: str = "") -> list[str]:

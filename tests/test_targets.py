@@ -8,7 +8,7 @@ from oodpose.targets import LOCREF_STDEV, make_targets, pose_loss, predict
 
 def test_disk_target_and_locref_by_hand():
     keypoints = torch.tensor([[[12.0, 20.0]]])
-    scoremap, locref, mask = make_targets(keypoints, (5, 5), pos_dist_thresh=17)
+    scoremap, locref, mask = make_targets(keypoints, (5, 5), radius=17)
     centres = torch.arange(5) * 8 + 4
     for r in range(5):
         for c in range(5):

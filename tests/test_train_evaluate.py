@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import shutil
 import signal
@@ -127,11 +128,16 @@ def test_cpu_runtime_flushes_denormals():
     assert torch.tensor([1e-323], dtype=torch.float64).item() == 0
 
 
+@pytest.mark.slow  # a minute of inductor compilation
 @pytest.mark.skipif(not shutil.which(cxx_compiler()), reason="torch.compile on CPU needs a C++ compiler")
 def test_compiled_network_trains_like_the_eager_one(synthetic_cache, tmp_path):
-    """`compile` (off by default) changes the speed, not the training: same losses, same kind of output."""
+    """`compile` (off by default) changes the speed, not the training: same losses, same kind of output.
+    (On one input shape: a jittering preset recompiles for each of its canvas sizes. With frozen batch norm:
+    MobileNetV2's trained batch statistics on batches of 2 make any rounding difference grow within steps.)"""
     for name, compile in (("eager", False), ("compiled", True)):
-        train(config(synthetic_cache, tmp_path / name, iterations=3, snapshot_every=3, compile=compile))
+        cell = config(synthetic_cache, tmp_path / name, iterations=3, snapshot_every=3, augmentation="none",
+                      backbone="efficientnet_lite0")  # fmt: skip
+        train(dataclasses.replace(cell, compile=compile))
     eager, compiled = (pd.read_csv(tmp_path / name / "train_log.csv") for name in ("eager", "compiled"))
     np.testing.assert_allclose(compiled["loss"], eager["loss"], rtol=1e-3)
     assert json.loads((tmp_path / "compiled" / "settings.json").read_text())["compile"] is True
@@ -141,8 +147,8 @@ def test_overfits_eight_frames(synthetic_cache):
     torch.manual_seed(0)
     cache = Cache(synthetic_cache)
     rows = cache.frames(1, 50, "train")[:8]
-    images, keypoints, _ = next(
-        iter(torch.utils.data.DataLoader(PoseDataset(cache, rows, augment=False), batch_size=8))
+    images, keypoints, *_ = next(
+        iter(torch.utils.data.DataLoader(PoseDataset(cache, rows, global_scale=0.8), batch_size=8))
     )
     model = build_model(get_backbone("mobilenetv2_035"), 22, "scratch").to(memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
@@ -242,7 +248,7 @@ def test_real_horse10_frames_go_through_prediction(shared_data, tmp_path):
     model = build_model(get_backbone("efficientnet_lite0"), len(names), "imagenet")
     pred = predict_frames(model, cache, np.arange(3), runtime("cpu"), 0.8)
     assert pred.shape == (3, 22, 3) and np.isfinite(pred).all()
-    image = PoseDataset(cache, np.arange(3), augment=False)[1][0]
+    image = PoseDataset(cache, np.arange(3), global_scale=0.8)[1][0]
     assert tuple(image.shape) == (3, 130, 230)  # 288x162 frames at DeepLabCut's global scale 0.8
     with torch.no_grad():
         direct = predict(*model.eval()(image[None]))[0].numpy()

@@ -57,7 +57,11 @@ def test_paper_config_dry_run_counts(workdir):
     counts = job_counts(snakemake(workdir, "-n", "--quiet", "rules").stdout)  # config/config.yaml, from nothing
     assert counts["train"] == 156 and counts["evaluate"] == 156
     assert counts["download_horse10"] == counts["prepare"] == counts["aggregate"] == counts["figures"] == 1
-    assert counts["fetch_weights"] == 11  # every pretrained backbone with timm weights, fetched once
+    assert counts["fetch_weights"] == 13  # every paper backbone's weights (timm hub, Keras), fetched once
+    plan = snakemake(workdir, "-n").stdout
+    pretrained = [job for job in plan.split("rule train:")[1:] if "/imagenet/" in job.split("output:")[1].split()[0]]
+    assert len(pretrained) == 78
+    assert all("input: results/horse10/cache, resources/weights/" in job for job in pretrained)
 
 
 def test_schema_rejects_bad_config(workdir):
@@ -165,8 +169,13 @@ def test_changing_a_training_switch_reruns_every_cell(run_copy, setting, value):
 def test_failing_cells_leave_a_partial_summary(run_copy):
     import pandas as pd
 
+    table = pd.read_csv(run_copy / "config" / "backbones.tsv", sep="\t")
+    row = table[table["name"] == "mobilenetv2_035"].assign(weights="none")  # no ImageNet weights: pretrained fail
+    pd.concat([table[table["name"] != "mobilenetv2_035"], row]).to_csv(
+        run_copy / "config" / "backbones.tsv", sep="\t", index=False
+    )
     config = yaml.safe_load((run_copy / "config" / "test.yaml").read_text())
-    config["study"]["backbones"].append("mobilenetv2_035")  # no ImageNet weights: its pretrained cells fail
+    config["study"]["backbones"].append("mobilenetv2_035")
     (run_copy / "config" / "failing.yaml").write_text(yaml.safe_dump(config))
     result = snakemake(run_copy, "--cores", "2", "--keep-going", "--configfile", "config/failing.yaml", check=False)
     assert result.returncode != 0

@@ -15,7 +15,10 @@ from oodpose.study import CELL
 
 METRICS = ["normalised_error", "pck"]
 REGRESSION_COLUMNS = ["dataset", "init", "fraction", "set", "metric", "n_backbones", "slope", "intercept", "r2",
-                      "p_value", "slope_ci_low", "slope_ci_high"]  # fmt: skip
+                      "p_value", "slope_ci_low", "slope_ci_high", "slope_percent_per_point",
+                      "ci_low_percent_per_point", "ci_high_percent_per_point"]  # fmt: skip
+# The paper's regressions of normalised error on ImageNet top-1 (pretrained, 50% data), in % per ImageNet point.
+PAPER_SLOPES = {"test_ood": -0.93, "test_within": -0.33}
 # Table 1 of the paper: average PCK@0.3 (%) within domain / out of domain, pretrained, 50% data.
 PAPER_TABLE1 = {
     "mobilenetv2_035": (95.2, 63.5), "mobilenetv2_050": (97.1, 70.4), "mobilenetv2_075": (97.8, 73.0),
@@ -74,6 +77,10 @@ def regressions(metrics: pd.DataFrame) -> pd.DataFrame:
                     "p_value": fit.pvalues["imagenet_top1"],
                     "slope_ci_low": low,
                     "slope_ci_high": high,
+                    # the paper's unit: the metric in % (normalised error x 100, PCK in %) per ImageNet point
+                    "slope_percent_per_point": 100 * fit.params["imagenet_top1"],
+                    "ci_low_percent_per_point": 100 * low,
+                    "ci_high_percent_per_point": 100 * high,
                 }
             rows.append(row)
     return pd.DataFrame(rows, columns=REGRESSION_COLUMNS)
@@ -118,7 +125,8 @@ def table1(metrics: pd.DataFrame, fraction: int = 50) -> pd.DataFrame:
     return pck.reset_index(drop=True)
 
 
-def table1_markdown(table: pd.DataFrame) -> str:
+def table1_markdown(table: pd.DataFrame, regressions: pd.DataFrame | None = None, fraction: int = 50) -> str:
+    """Table 1 as Markdown, with notes: the units, and the normalised-error slopes in the paper's unit."""
     head = "| backbone | ImageNet top-1 | within domain | paper | difference | out of domain | paper | difference |"
     lines = [head, "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in table.itertuples():
@@ -132,4 +140,24 @@ def table1_markdown(table: pd.DataFrame) -> str:
             r.difference_ood,
         ]
         lines.append(f"| {r.backbone} | " + " | ".join("–" if pd.isna(c) else f"{c:.1f}" for c in cells) + " |")
+    lines += [
+        "",
+        f"PCK@0.3 in %, pretrained, {fraction}% training data; the paper's numbers are Table 1 of Mathis et al.",
+    ]
+    for set_, paper in PAPER_SLOPES.items():
+        lines.append(slope_note(regressions, set_, fraction, paper))
     return "\n".join(lines) + "\n"
+
+
+def slope_note(regressions: pd.DataFrame | None, set_: str, fraction: int, paper: float) -> str:
+    """One line: the pretrained normalised-error slope on ImageNet top-1 for `set_`, in % per point."""
+    name = {"test_ood": "out of domain", "test_within": "within domain"}[set_]
+    rows = pd.DataFrame() if regressions is None else regressions[
+        (regressions["init"] == "imagenet") & (regressions["fraction"] == fraction) & (regressions["set"] == set_)
+        & (regressions["metric"] == "normalised_error")]  # fmt: skip
+    if rows.empty or pd.isna(rows["slope_percent_per_point"].iloc[0]):
+        return f"Normalised error vs ImageNet top-1, {name}: too few backbones to fit (paper: {paper:+.2f}% per point)."
+    r = rows.iloc[0]
+    return (f"Normalised error vs ImageNet top-1, {name}: {r.slope_percent_per_point:+.2f}% per ImageNet point "
+            f"(95% CI {r.ci_low_percent_per_point:+.2f} to {r.ci_high_percent_per_point:+.2f}, R² {r.r2:.2f}, "
+            f"{r.n_backbones} backbones; paper: {paper:+.2f}%).")  # fmt: skip

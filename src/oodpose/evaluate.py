@@ -24,6 +24,7 @@ from oodpose.data.dataset import PoseDataset, resize_factors
 from oodpose.device import Runtime, runtime
 from oodpose.errors import InputError
 from oodpose.models import PoseNet, build_model
+from oodpose.settings import TEST_SCALE
 from oodpose.study import SETS
 from oodpose.targets import predict
 
@@ -69,24 +70,24 @@ def check_same_cache(train_dir: Path, settings: dict, cache: Cache) -> None:
 
 @torch.no_grad()
 def predict_frames(
-    model: PoseNet, cache: Cache, rows: np.ndarray, rt: Runtime, global_scale: float, batch_size: int = 32
+    model: PoseNet, cache: Cache, rows: np.ndarray, rt: Runtime, test_scale: float, batch_size: int = 32
 ) -> np.ndarray:
-    """(frames, J, 3) predictions, x and y in the original image's pixels."""
+    """(frames, J, 3) predictions on frames resized by `test_scale`, x and y in the original image's pixels."""
     model = model.to(rt.device, memory_format=torch.channels_last).eval()
     loader = DataLoader(
-        PoseDataset(cache, rows, augment=False, global_scale=global_scale),
+        PoseDataset(cache, rows, global_scale=test_scale),
         batch_size=batch_size,
         num_workers=rt.workers,
         pin_memory=rt.pin_memory,
     )
     out = []
-    for images, _, _ in tqdm(loader, desc="predict", mininterval=5):
+    for images, *_ in tqdm(loader, desc="predict", mininterval=5):
         images = images.to(rt.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
         with rt.autocast():
             scoremap, locref = model(images)
         out.append(predict(scoremap, locref).cpu().numpy())
     pred = np.concatenate(out) if out else np.zeros((0, len(cache.bodyparts), 3), np.float32)
-    pred[..., :2] /= resize_factors(cache, rows, global_scale)[:, None, :]
+    pred[..., :2] /= resize_factors(cache, rows, test_scale)[:, None, :]
     return pred
 
 
@@ -127,8 +128,10 @@ def evaluate(
     device: str = "auto",
     threads: int | None = None,
     batch_size: int = 32,
+    test_scale: float = TEST_SCALE,
 ) -> pd.DataFrame:
-    """Evaluate the final model and every learning-curve snapshot of a trained cell."""
+    """Evaluate the final model and every learning-curve snapshot of a trained cell, on frames resized by
+    `test_scale` (DeepLabCut evaluates at 1.0, the frame's own size, after training at global_scale 0.8)."""
     train_dir = Path(train_dir)
     settings_path = train_dir / "settings.json"
     if not (train_dir / "model.pt").exists() or not settings_path.exists():
@@ -146,7 +149,7 @@ def evaluate(
     tables = []
     for path in checkpoints:
         model, iteration = load_trained(path, settings, len(cache.bodyparts))
-        pred = predict_frames(model, cache, rows, rt, settings["global_scale"], batch_size)
+        pred = predict_frames(model, cache, rows, rt, test_scale, batch_size)
         for set_ in SETS:
             chosen = set_of == set_
             table = keypoint_metrics(pred[chosen], truth[chosen], scale[chosen], cache.bodyparts)
@@ -162,6 +165,7 @@ def evaluate(
         "split": split,
         "fraction": fraction,
         "imagenet_top1": settings["imagenet_top1"],
+        "test_scale": test_scale,  # provenance: the frames' scale at prediction
     }
     result = pd.concat(tables, ignore_index=True).assign(**identity)
     result = result[list(identity) + ["iteration", "set", "bodypart", "n", "pixel_error", "normalised_error", "pck"]]

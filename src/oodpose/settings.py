@@ -15,11 +15,12 @@ from dataclasses import dataclass, field
 from oodpose.backbones import DEFAULT_TABLE, get_backbone
 from oodpose.errors import InputError
 from oodpose.schedule import cell_schedule
-from oodpose.study import DATASET_NAME
+from oodpose.study import AUGMENTATIONS, DATASET_NAME
 
 GLOBAL_SCALE = 0.8  # DeepLabCut's global_scale: frames are resized by it before the network
 POS_DIST_THRESH = 17.0  # DeepLabCut's pos_dist_thresh: radius of a joint's positive disk, in pixels
 LOCREF_WEIGHT = 0.05  # DeepLabCut's locref_loss_weight
+TEST_SCALE = 1.0  # DeepLabCut's evaluate_network predicts on frames at their own size (rescale=False)
 
 
 def check_ranges(settings, minimum: dict[str, int], maximum: dict[str, int] | None = None) -> None:
@@ -90,6 +91,7 @@ class TrainConfig:
     seed: int = 0
     amp: bool = True  # mixed precision on CUDA (bf16 where supported); changes the numbers a little
     compile: bool = False  # torch.compile the network: minutes of warm-up; measured gains in bench/README.md
+    augmentation: str = "paper"  # a preset of oodpose.data.augment: paper, imgaug or none
     global_scale: float = GLOBAL_SCALE
     pos_dist_thresh: float = POS_DIST_THRESH
     locref_weight: float = LOCREF_WEIGHT
@@ -103,6 +105,8 @@ class TrainConfig:
     def __post_init__(self):
         positive = ["split", "fraction", "iterations", "batch_size", "snapshot_every", "curve_iterations", "cycles"]
         check_ranges(self, dict.fromkeys(positive, 1), {"fraction": 50})
+        if self.augmentation not in AUGMENTATIONS:
+            raise InputError(f"augmentation: {self.augmentation!r} is not one of {list(AUGMENTATIONS)}")
         late = [i for i in self.curve_iterations if i >= self.iterations]
         if late:
             raise InputError(

@@ -10,6 +10,7 @@ INITS = ("imagenet", "scratch")  # ImageNet-pretrained backbone, or randomly ini
 SETS = ("train", "test_within", "test_ood")  # the frames a cell is evaluated on, by their role in its split
 CELL = ("dataset", "backbone", "init", "split", "fraction")  # the columns that name one cell
 CELL_DIR = "results/{dataset}/{backbone}/{init}/split{split}_frac{fraction}"
+AUGMENTATIONS = ("paper", "imgaug", "none")  # training augmentation presets (oodpose.data.augment.PRESETS)
 DATASET_NAME = "[A-Za-z0-9_-]+"  # a dataset's name is a path component and a Snakemake wildcard
 
 

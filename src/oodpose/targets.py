@@ -1,7 +1,9 @@
 """DeepLabCut's scoremap and location-refinement targets, its loss, and its prediction rule.
 
 Scoremap cell i (row or column) is centred at i * STRIDE + STRIDE / 2 input pixels. A joint's target
-is a binary disk of radius `pos_dist_thresh` input pixels; inside it the location-refinement target
+is a binary disk of radius `pos_dist_thresh` x the scale applied to its frame, i.e. 17 pixels of the
+original frame (DeepLabCut's ``dist_thresh = pos_dist_thresh * scale``, ``datasets/pose_imgaug.py``,
+``compute_target_part_scoremap_numpy``); inside it the location-refinement target
 is (joint - cell centre) / LOCREF_STDEV, and outside it the locref loss is masked. Unlabelled (NaN)
 joints have no positive cell and no locref.
 """
@@ -21,16 +23,20 @@ def cell_centres(size: int, device=None) -> torch.Tensor:
     return torch.arange(size, device=device, dtype=torch.float32) * STRIDE + STRIDE / 2
 
 
-def make_targets(keypoints: torch.Tensor, map_size: tuple[int, int], pos_dist_thresh: float = POS_DIST_THRESH):
-    """Targets for (B, J, 2) keypoints in input pixels: scoremap (B, J, h, w), locref and mask (B, 2J, h, w)."""
+def make_targets(keypoints: torch.Tensor, map_size: tuple[int, int], radius: float | torch.Tensor = POS_DIST_THRESH):
+    """Targets for (B, J, 2) keypoints in input pixels: scoremap (B, J, h, w), locref and mask (B, 2J, h, w).
+
+    `radius` is the disk's radius in input pixels: one number, or one per frame (B,).
+    """
     b, j, _ = keypoints.shape
+    radius = torch.as_tensor(radius, dtype=torch.float32, device=keypoints.device).reshape(-1, 1, 1, 1)
     h, w = map_size
     ys, xs = cell_centres(h, keypoints.device), cell_centres(w, keypoints.device)
     labelled = ~torch.isnan(keypoints).any(-1)
     kp = torch.nan_to_num(keypoints, nan=-1e6)
     dx = kp[..., 0, None, None] - xs.view(1, 1, 1, w)  # (B, J, 1, w)
     dy = kp[..., 1, None, None] - ys.view(1, 1, h, 1)  # (B, J, h, 1)
-    inside = (dx**2 + dy**2 <= pos_dist_thresh**2) & labelled[..., None, None]
+    inside = (dx**2 + dy**2 <= radius**2) & labelled[..., None, None]
     scoremap = inside.float()
     locref = torch.stack([dx.expand(b, j, h, w), dy.expand(b, j, h, w)], dim=2) / LOCREF_STDEV
     mask = inside[:, :, None].expand(b, j, 2, h, w).float()

@@ -49,10 +49,11 @@ LOG_EVERY = 100  # iterations between log writes (and the only host-device waits
 
 
 class RunSampler(Sampler):
-    """Batches of (row position, augmentation seed) for iterations [start, stop).
+    """Batches of (row position, augmentation seed, batch seed) for iterations [start, stop).
 
     Sample k of the run (k = iteration x batch + slot) is position k mod n of a per-epoch seeded
-    permutation, augmented with seed (seed, k): a resumed run draws exactly what an unbroken one would.
+    permutation, augmented with seed (seed, k); the batch's scale comes from seed (seed, iteration, 1).
+    A resumed run draws exactly what an unbroken one would.
     """
 
     def __init__(self, n: int, batch_size: int, seed: int, start: int, stop: int):
@@ -64,7 +65,9 @@ class RunSampler(Sampler):
 
     def __iter__(self):
         for iteration in range(self.start, self.stop):
-            yield [self.sample(k) for k in range(iteration * self.batch_size, (iteration + 1) * self.batch_size)]
+            batch_seed = int(np.random.SeedSequence([self.seed, iteration, 1]).generate_state(1)[0])
+            samples = range(iteration * self.batch_size, (iteration + 1) * self.batch_size)
+            yield [(*self.sample(k), batch_seed) for k in samples]
 
     def sample(self, k: int) -> tuple[int, int]:
         epoch = k // self.n
@@ -160,20 +163,22 @@ def build_run(cfg: TrainConfig, n_joints: int) -> Run:
     model = model.to(rt.device, memory_format=torch.channels_last)
     return Run(
         model=model,
-        network=torch.compile(model) if cfg.compile else model,
+        network=torch.compile(model, dynamic=False) if cfg.compile else model,  # one graph per canvas size
         optimizer=torch.optim.Adam(model.parameters(), lr=cfg.ilr, fused=rt.device.type == "cuda"),
         scaler=torch.amp.GradScaler(rt.device.type, enabled=rt.amp_dtype == torch.float16),
         rt=rt,
     )
 
 
-def train_step(run: Run, images: torch.Tensor, keypoints: torch.Tensor, lr: float, cfg: TrainConfig) -> torch.Tensor:
-    """One optimisation step on a batch already on the device; returns (loss, scoremap, locref) on the device."""
+def train_step(run: Run, batch: tuple[torch.Tensor, ...], lr: float, cfg: TrainConfig) -> torch.Tensor:
+    """One optimisation step on a batch (images, keypoints, frame scales) already on the device; returns
+    (loss, scoremap, locref) on the device."""
+    images, keypoints, scales = batch
     for group in run.optimizer.param_groups:
         group["lr"] = lr
     with run.rt.autocast():
         scoremap_logits, locref_pred = run.network(images)
-    targets = make_targets(keypoints, scoremap_logits.shape[-2:], cfg.pos_dist_thresh)
+    targets = make_targets(keypoints, scoremap_logits.shape[-2:], cfg.pos_dist_thresh * scales)
     loss, scoremap_loss, locref_loss = pose_loss(scoremap_logits, locref_pred, *targets, cfg.locref_weight)
     run.optimizer.zero_grad(set_to_none=True)
     run.scaler.scale(loss).backward()
@@ -282,7 +287,7 @@ def train(config: TrainConfig) -> Path:
     rewind_log(log_path, start)
     settings = write_settings(cfg, run.rt, cache, out / "settings.json")
     loader = DataLoader(
-        PoseDataset(cache, rows, augment=True, global_scale=cfg.global_scale),
+        PoseDataset(cache, rows, cfg.augmentation, global_scale=cfg.global_scale),
         batch_sampler=RunSampler(len(rows), cfg.batch_size, cfg.seed, start, cfg.iterations),
         num_workers=run.rt.workers,
         pin_memory=run.rt.pin_memory,
@@ -296,11 +301,12 @@ def train(config: TrainConfig) -> Path:
                     unit="it", dynamic_ncols=False)  # fmt: skip
     tick = time.perf_counter()
     try:
-        for iteration, (images, keypoints, _) in enumerate(loader, start=start):
+        for iteration, (images, keypoints, scales, _) in enumerate(loader, start=start):
             # step
             lr = learning_rate(iteration, cfg.iterations, cfg.ilr, cfg.final_lr, cfg.cycles)
             images = images.to(run.rt.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
-            losses = train_step(run, images, keypoints.to(run.rt.device, non_blocking=True), lr, cfg)
+            batch = (images, *(t.to(run.rt.device, non_blocking=True) for t in (keypoints, scales)))
+            losses = train_step(run, batch, lr, cfg)
             now = time.perf_counter()
             pending.append({"iteration": iteration, "lr": lr, "seconds": now - tick, "losses": losses})
             tick = now

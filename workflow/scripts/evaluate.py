@@ -8,4 +8,5 @@ with rule_log(snakemake.log[0]):
         snakemake.output.predictions,
         snakemake.output.metrics,
         threads=snakemake.threads,
+        test_scale=snakemake.params.test_scale,
     )

@@ -12,15 +12,14 @@ taken for a dataset.
 from __future__ import annotations
 
 import hashlib
-import http.client
 import shutil
 import tarfile
-import urllib.request
 from pathlib import Path
 
-from oodpose.atomic import atomic_dir, atomic_file
+from oodpose.atomic import atomic_dir
 from oodpose.data.labels import read_labels
 from oodpose.data.splits import official_split_files
+from oodpose.download import download_file
 from oodpose.errors import InputError
 
 HF_REPO = "mwmathis/Horse-30"
@@ -34,26 +33,6 @@ EXPECTED = {"individuals": 30, "frames": 8114, "bodyparts": 22}
 def sha256_of(path: Path) -> str:
     with open(path, "rb") as f:
         return hashlib.file_digest(f, "sha256").hexdigest()
-
-
-def download_file(url: str, dest: Path, sha256: str | None = None) -> Path:
-    """Fetch `url` to `dest` atomically, checking the byte count (and the sha256 when given)."""
-    digest = hashlib.sha256()
-    with atomic_file(dest) as tmp:
-        try:
-            with urllib.request.urlopen(url, timeout=60) as response, open(tmp, "wb") as f:
-                expected = int(response.headers.get("Content-Length", -1))
-                while chunk := response.read(1 << 20):
-                    f.write(chunk)
-                    digest.update(chunk)
-        except (http.client.HTTPException, OSError) as err:  # URLError, timeouts and cut transfers among them
-            raise InputError(f"{url}: download failed ({type(err).__name__}: {err}); rerun to start it again") from err
-        size = tmp.stat().st_size
-        if expected >= 0 and size != expected:
-            raise InputError(f"{url}: received {size} bytes, expected {expected}; the download was cut, retry")
-        if sha256 and digest.hexdigest() != sha256:
-            raise InputError(f"{url}: sha256 {digest.hexdigest()} does not match the expected {sha256}")
-    return dest
 
 
 def extract(tarball: Path, into: Path) -> Path:

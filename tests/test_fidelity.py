@@ -1,0 +1,83 @@
+"""Where the paper and DeepLabCut are explicit: the target disk follows the frame's scale, evaluation runs
+at the frame's own size, and scale jitter resizes the whole frame."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+from oodpose.data.augment import PRESETS, batch_scale, draw
+from oodpose.data.cache import Cache, prepare_cache
+from oodpose.data.dataset import PoseDataset, resize_factors
+from oodpose.settings import POS_DIST_THRESH, DatasetSettings
+from oodpose.targets import STRIDE, cell_centres, make_targets, predict
+
+
+def disk_radius(keypoint: torch.Tensor, scoremap: torch.Tensor) -> tuple[float, float]:
+    """The farthest positive and the nearest negative cell centre from a joint, in input pixels."""
+    h, w = scoremap.shape
+    ys, xs = torch.meshgrid(cell_centres(h), cell_centres(w), indexing="ij")
+    distance = ((xs - keypoint[0]) ** 2 + (ys - keypoint[1]) ** 2).sqrt()
+    return distance[scoremap > 0].max().item(), distance[scoremap == 0].min().item()
+
+
+def test_the_disk_is_17_original_pixels_whatever_the_frames_scale(synthetic_cache):
+    cache = Cache(synthetic_cache)
+    dataset = PoseDataset(cache, cache.frames(1, 50, "train"), "paper")
+    scales = []
+    for seed in range(12):
+        image, keypoints, scale, _ = dataset[(seed, seed, seed)]
+        map_size = (image.shape[1] // STRIDE, image.shape[2] // STRIDE)
+        scoremap = make_targets(keypoints[None], map_size, POS_DIST_THRESH * torch.tensor([scale]))[0][0]
+        radius = POS_DIST_THRESH * float(scale)
+        for joint in np.flatnonzero(~torch.isnan(keypoints).any(-1).numpy())[:3]:
+            inner, outer = disk_radius(keypoints[joint], scoremap[joint])
+            assert radius - STRIDE <= inner <= radius and radius < outer <= radius + STRIDE * 1.5
+        scales.append(float(scale))
+    assert max(scales) - min(scales) > 0.4  # the batch's jitter (0.375-1.5625 x 0.8) and crop-and-pad
+
+
+def test_predictions_at_test_scale_one_are_in_original_pixels_and_round_trip(synthetic_cache):
+    cache = Cache(synthetic_cache)
+    rows = cache.frames(1, 50, "test_ood")[:4]
+    dataset = PoseDataset(cache, rows, global_scale=1.0)
+    images, keypoints, scales, _ = next(iter(torch.utils.data.DataLoader(dataset, batch_size=4)))
+    assert tuple(images.shape[2:]) == tuple(cache.meta["canvas"]) and torch.allclose(scales, torch.ones(4))
+    np.testing.assert_allclose(keypoints.numpy(), cache.keypoints[rows], rtol=1e-6)  # original pixels
+    scoremap, locref, _ = make_targets(keypoints, (images.shape[2] // STRIDE, images.shape[3] // STRIDE))
+    decoded = predict((scoremap * 2 - 1) * 20, locref)[..., :2].numpy()
+    decoded /= resize_factors(cache, rows, 1.0)[:, None, :]
+    labelled = ~np.isnan(cache.keypoints[rows]).any(-1)
+    assert np.abs(decoded[labelled] - cache.keypoints[rows][labelled]).max() < 0.5
+
+
+@pytest.fixture
+def mixed_sizes(tmp_path) -> Cache:
+    """Frames of 60x40 and 36x72 px, every bodypart labelled near the frame's far corner."""
+    root, rows = tmp_path / "mixed", []
+    for animal, (w, h) in (("a", (60, 40)), ("b", (36, 72))):
+        (root / "labeled-data" / animal).mkdir(parents=True)
+        for k in range(4):
+            Image.new("RGB", (w, h), (90, 60, 30)).save(root / "labeled-data" / animal / f"{k}.png")
+            rows.append((f"labeled-data/{animal}/{k}.png", [w - 2.0, h - 2.0, w / 2, h / 2]))
+    columns = pd.MultiIndex.from_product([["s"], ["Nose", "Eye"], ["x", "y"]], names=["scorer", "bodyparts", "coords"])
+    labels = pd.DataFrame([r[1] for r in rows], index=[r[0] for r in rows], columns=columns)
+    labels.to_hdf(root / "CollectedData_s.h5", key="df_with_missing")
+    return Cache(prepare_cache(root, tmp_path / "cache", DatasetSettings(n_splits=1, n_train_individuals=1)))
+
+
+def test_scale_jitter_resizes_the_whole_frame(mixed_sizes):
+    dataset = PoseDataset(mixed_sizes, np.arange(8), "paper")
+    enlarged = 0
+    for seed in range(60):
+        if batch_scale(PRESETS["paper"], seed) <= 1 or draw(PRESETS["paper"], np.random.default_rng(seed)).crop_pad:
+            continue
+        for position in range(8):
+            image, keypoints, scale, _ = dataset[(position, seed, seed)]
+            assert not torch.isnan(keypoints).any(), "a keypoint inside the frame left the canvas"
+            assert (keypoints[0] <= torch.tensor([image.shape[2], image.shape[1]])).all()
+            enlarged += 1
+    assert enlarged >= 40
