@@ -19,5 +19,6 @@ rule evaluate:
     params:
         train_dir=lambda wildcards, input: os.path.dirname(input.model),
         test_scale=config["evaluation"]["test_scale"],
+        batchnorm=config["evaluation"]["batchnorm"],
     script:
         "../workflow/scripts/evaluate.py"

@@ -81,3 +81,40 @@ def test_scale_jitter_resizes_the_whole_frame(mixed_sizes):
             assert (keypoints[0] <= torch.tensor([image.shape[2], image.shape[1]])).all()
             enlarged += 1
     assert enlarged >= 40
+
+
+def test_deeplabcuts_input_normalisation_is_a_switch_evaluation_keeps(synthetic_cache, tmp_path):
+    """DeepLabCut 2.x feeds 0-255 pixels minus its mean pixel; the trained network keeps its normalisation."""
+    import json
+
+    from oodpose.backbones import get_backbone
+    from oodpose.evaluate import load_trained
+    from oodpose.models import DEEPLABCUT_MEAN_PIXEL, build_model
+    from oodpose.settings import TrainConfig
+    from oodpose.train import train
+
+    net = build_model(get_backbone("mobilenetv2_035"), 22, "scratch", input_normalisation="deeplabcut")
+    assert torch.allclose(net.mean.flatten(), torch.tensor(DEEPLABCUT_MEAN_PIXEL)) and torch.allclose(
+        net.std, torch.ones(1, 3, 1, 1)
+    )
+    out = tmp_path / "cell"
+    train(TrainConfig(str(synthetic_cache), str(out), "mobilenetv2_035", "scratch", iterations=1, snapshot_every=1,
+                      batch_size=2, device="cpu", threads=2, input_normalisation="deeplabcut"))  # fmt: skip
+    settings = json.loads((out / "settings.json").read_text())
+    trained, _ = load_trained(out / "model.pt", settings, 22)
+    assert settings["input_normalisation"] == "deeplabcut" and torch.equal(trained.mean, net.mean)
+
+
+@pytest.mark.parametrize("backbone, differs", [("mobilenetv2_035", True), ("efficientnet_lite0", False)])
+def test_per_frame_batchnorm_at_evaluation_is_deeplabcuts_mobilenet_graph(synthetic_cache, backbone, differs):
+    from oodpose.backbones import get_backbone
+    from oodpose.device import runtime
+    from oodpose.evaluate import predict_frames
+    from oodpose.models import build_model
+
+    cache = Cache(synthetic_cache)
+    rows = cache.frames(1, 50, "test_ood")[:3]
+    model = build_model(get_backbone(backbone), 22, "scratch")
+    running = predict_frames(model, cache, rows, runtime("cpu", 2), 1.0)
+    per_frame = predict_frames(model, cache, rows, runtime("cpu", 2), 1.0, batchnorm="per_frame")
+    assert (not np.allclose(running, per_frame)) == differs

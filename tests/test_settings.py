@@ -18,7 +18,7 @@ from oodpose.data.augment import PRESETS
 from oodpose.errors import InputError
 from oodpose.logs import rule_log
 from oodpose.settings import TEST_SCALE, DatasetSettings, SyntheticSettings, TrainConfig
-from oodpose.study import AUGMENTATIONS, INITS
+from oodpose.study import AUGMENTATIONS, BATCHNORM_STATISTICS, INITS, NORMALISATIONS
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = yaml.safe_load((REPO / "config" / "schema.yaml").read_text())
@@ -43,6 +43,8 @@ def test_schema_defaults_are_the_settings_defaults():
     assert SCHEMA["properties"]["study"]["properties"]["inits"]["items"]["enum"] == list(INITS)
     assert SCHEMA["properties"]["training"]["properties"]["augmentation"]["enum"] == list(AUGMENTATIONS)
     assert set(PRESETS) == set(AUGMENTATIONS)
+    assert SCHEMA["properties"]["training"]["properties"]["input_normalisation"]["enum"] == list(NORMALISATIONS)
+    assert SCHEMA["properties"]["evaluation"]["properties"]["batchnorm"]["enum"] == list(BATCHNORM_STATISTICS)
     assert SCHEMA["properties"]["evaluation"]["properties"]["test_scale"]["default"] == TEST_SCALE
 
 

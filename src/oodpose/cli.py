@@ -16,7 +16,7 @@ from oodpose.logs import FORMAT
 from oodpose.settings import TEST_SCALE, TrainConfig
 from oodpose.settings import DatasetSettings as Dataset
 from oodpose.settings import SyntheticSettings as Synthetic
-from oodpose.study import AUGMENTATIONS, INITS
+from oodpose.study import AUGMENTATIONS, BATCHNORM_STATISTICS, INITS, NORMALISATIONS
 
 
 def _int_list(text: str) -> list[int]:
@@ -43,6 +43,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--threads", type=int)
     s.add_argument("--batch-size", type=int)
     s.add_argument("--test-scale", type=float, help=f"scale of the frames at prediction (default {TEST_SCALE})")
+    s.add_argument("--batchnorm", choices=BATCHNORM_STATISTICS, help="MobileNetV2's statistics at prediction")
     return p
 
 
@@ -93,6 +94,7 @@ def add_train(s: argparse.ArgumentParser) -> None:
     s.add_argument("--threads", type=int)
     s.add_argument("--workers", type=int)
     s.add_argument("--augmentation", choices=AUGMENTATIONS, help=f"preset (default {TrainConfig.augmentation})")
+    s.add_argument("--input-normalisation", choices=NORMALISATIONS, help=f"default {TrainConfig.input_normalisation}")
     s.add_argument("--no-amp", dest="amp", action="store_false", help="full precision on CUDA")
     s.add_argument("--compile", action="store_true", help="torch.compile the network (slow warm-up)")
     s.add_argument("--weights", help="a .pth/.safetensors file of ImageNet weights for the backbone")

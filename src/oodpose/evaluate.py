@@ -70,13 +70,27 @@ def check_same_cache(train_dir: Path, settings: dict, cache: Cache) -> None:
 
 @torch.no_grad()
 def predict_frames(
-    model: PoseNet, cache: Cache, rows: np.ndarray, rt: Runtime, test_scale: float, batch_size: int = 32
+    model: PoseNet,
+    cache: Cache,
+    rows: np.ndarray,
+    rt: Runtime,
+    test_scale: float,
+    batch_size: int = 32,
+    batchnorm: str = "running",
 ) -> np.ndarray:
-    """(frames, J, 3) predictions on frames resized by `test_scale`, x and y in the original image's pixels."""
+    """(frames, J, 3) predictions on frames resized by `test_scale`, x and y in the original image's pixels.
+
+    `batchnorm` 'per_frame' normalises a network that trains its batch norm (MobileNetV2) by each frame's own
+    statistics, as DeepLabCut's MobileNetV2 graph does at test time; 'running' uses the running statistics.
+    """
     model = model.to(rt.device, memory_format=torch.channels_last).eval()
+    per_frame = batchnorm == "per_frame" and model.train_batchnorm
+    for module in model.backbone.modules() if per_frame else ():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            module.train()  # batch statistics, of one frame at a time
     loader = DataLoader(
         PoseDataset(cache, rows, global_scale=test_scale),
-        batch_size=batch_size,
+        batch_size=1 if per_frame else batch_size,
         num_workers=rt.workers,
         pin_memory=rt.pin_memory,
     )
@@ -129,6 +143,7 @@ def evaluate(
     threads: int | None = None,
     batch_size: int = 32,
     test_scale: float = TEST_SCALE,
+    batchnorm: str = "running",
 ) -> pd.DataFrame:
     """Evaluate the final model and every learning-curve snapshot of a trained cell, on frames resized by
     `test_scale` (DeepLabCut evaluates at 1.0, the frame's own size, after training at global_scale 0.8)."""
@@ -149,7 +164,7 @@ def evaluate(
     tables = []
     for path in checkpoints:
         model, iteration = load_trained(path, settings, len(cache.bodyparts))
-        pred = predict_frames(model, cache, rows, rt, test_scale, batch_size)
+        pred = predict_frames(model, cache, rows, rt, test_scale, batch_size, batchnorm)
         for set_ in SETS:
             chosen = set_of == set_
             table = keypoint_metrics(pred[chosen], truth[chosen], scale[chosen], cache.bodyparts)
@@ -166,6 +181,7 @@ def evaluate(
         "fraction": fraction,
         "imagenet_top1": settings["imagenet_top1"],
         "test_scale": test_scale,  # provenance: the frames' scale at prediction
+        "batchnorm": batchnorm,  # and the batch-norm statistics used
     }
     result = pd.concat(tables, ignore_index=True).assign(**identity)
     result = result[list(identity) + ["iteration", "set", "bodypart", "n", "pixel_error", "normalised_error", "pck"]]

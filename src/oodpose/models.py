@@ -42,6 +42,7 @@ from oodpose.errors import InputError
 from oodpose.study import INITS
 
 WEIGHTS_FILE = "model.safetensors"  # what timm publishes for each hub tag
+DEEPLABCUT_MEAN_PIXEL = (123.68, 116.779, 103.939)  # DeepLabCut's default_config.py `mean_pixel`
 
 
 def missing_weights_error(backbone: Backbone, why: str) -> InputError:
@@ -230,9 +231,18 @@ class PoseNet(nn.Module):
 
 
 def build_model(
-    backbone: Backbone, n_joints: int, init: str, weights: str | Path | None = None, seed: int = 0
+    backbone: Backbone,
+    n_joints: int,
+    init: str,
+    weights: str | Path | None = None,
+    seed: int = 0,
+    input_normalisation: str = "weights",
 ) -> PoseNet:
-    """A pose network; `init` is 'imagenet' (load the backbone's weights) or 'scratch' (seeded random)."""
+    """A pose network; `init` is 'imagenet' (load the backbone's weights) or 'scratch' (seeded random).
+
+    `input_normalisation` 'weights' scales pixels as the weights were trained; 'deeplabcut' as DeepLabCut 2.x
+    feeds every network (``nnet/pose_net*.py``): 0-255 pixels minus its mean pixel, not rescaled.
+    """
     if init not in INITS:
         raise InputError(f"unknown init {init!r}; use one of {INITS}")
     torch.manual_seed(seed)
@@ -240,7 +250,9 @@ def build_model(
     if init == "imagenet":
         path = weights_file(backbone, weights)
         net.load_state_dict(match_state_dict(net, read_state_dict(path), path))
-    if backbone.weights.startswith("keras:"):
+    if input_normalisation == "deeplabcut":
+        mean, std = tuple(m / 255 for m in DEEPLABCUT_MEAN_PIXEL), (1 / 255,) * 3
+    elif backbone.weights.startswith("keras:"):
         mean, std = keras_weights.MEAN, keras_weights.STD  # the weights' own normalisation, not timm's default
     else:
         mean, std = net.pretrained_cfg["mean"], net.pretrained_cfg["std"]

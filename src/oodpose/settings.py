@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from oodpose.backbones import DEFAULT_TABLE, get_backbone
 from oodpose.errors import InputError
 from oodpose.schedule import cell_schedule
-from oodpose.study import AUGMENTATIONS, DATASET_NAME
+from oodpose.study import AUGMENTATIONS, DATASET_NAME, NORMALISATIONS
 
 GLOBAL_SCALE = 0.8  # DeepLabCut's global_scale: frames are resized by it before the network
 POS_DIST_THRESH = 17.0  # DeepLabCut's pos_dist_thresh: radius of a joint's positive disk, in pixels
@@ -92,6 +92,7 @@ class TrainConfig:
     amp: bool = True  # mixed precision on CUDA (bf16 where supported); changes the numbers a little
     compile: bool = False  # torch.compile the network: minutes of warm-up; measured gains in bench/README.md
     augmentation: str = "paper"  # a preset of oodpose.data.augment: paper, imgaug or none
+    input_normalisation: str = "weights"  # as the weights were trained, or "deeplabcut" (mean pixel subtracted)
     global_scale: float = GLOBAL_SCALE
     pos_dist_thresh: float = POS_DIST_THRESH
     locref_weight: float = LOCREF_WEIGHT
@@ -107,6 +108,8 @@ class TrainConfig:
         check_ranges(self, dict.fromkeys(positive, 1), {"fraction": 50})
         if self.augmentation not in AUGMENTATIONS:
             raise InputError(f"augmentation: {self.augmentation!r} is not one of {list(AUGMENTATIONS)}")
+        if self.input_normalisation not in NORMALISATIONS:
+            raise InputError(f"input_normalisation: {self.input_normalisation!r} is not one of {list(NORMALISATIONS)}")
         late = [i for i in self.curve_iterations if i >= self.iterations]
         if late:
             raise InputError(

@@ -11,6 +11,8 @@ SETS = ("train", "test_within", "test_ood")  # the frames a cell is evaluated on
 CELL = ("dataset", "backbone", "init", "split", "fraction")  # the columns that name one cell
 CELL_DIR = "results/{dataset}/{backbone}/{init}/split{split}_frac{fraction}"
 AUGMENTATIONS = ("paper", "imgaug", "none")  # training augmentation presets (oodpose.data.augment.PRESETS)
+NORMALISATIONS = ("weights", "deeplabcut")  # input scaling: the weights' own, or DeepLabCut 2.x's mean subtraction
+BATCHNORM_STATISTICS = ("running", "per_frame")  # at evaluation, for networks that train their batch norm
 DATASET_NAME = "[A-Za-z0-9_-]+"  # a dataset's name is a path component and a Snakemake wildcard
 
 

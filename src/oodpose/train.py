@@ -159,7 +159,7 @@ def build_run(cfg: TrainConfig, n_joints: int) -> Run:
             "install one, or train without --compile (config: training: compile: false)"
         )
     backbone = get_backbone(cfg.backbone, cfg.backbones_table)
-    model = build_model(backbone, n_joints, cfg.init, cfg.weights, cfg.seed)
+    model = build_model(backbone, n_joints, cfg.init, cfg.weights, cfg.seed, cfg.input_normalisation)
     model = model.to(rt.device, memory_format=torch.channels_last)
     return Run(
         model=model,

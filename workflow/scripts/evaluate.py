@@ -9,4 +9,5 @@ with rule_log(snakemake.log[0]):
         snakemake.output.metrics,
         threads=snakemake.threads,
         test_scale=snakemake.params.test_scale,
+        batchnorm=snakemake.params.batchnorm,
     )
