@@ -172,3 +172,10 @@ def test_library_messages_reach_the_rules_log(tmp_path, monkeypatch, capsys):
     console = capsys.readouterr().err
     assert stopped.value.code == 1 and "Traceback" not in text + console
     assert console == f"error: labels.csv, row 4, column 'x': 'abc' is not a number (log: {tmp_path / 'rule.log'})\n"
+
+
+def test_config_refuses_curve_iterations_past_training_before_any_job():
+    config = yaml.safe_load((REPO / "config" / "test.yaml").read_text())
+    config["training"]["curve_iterations"]["scratch"] = [2, 9]
+    with pytest.raises(InputError, match=r"config key training.scratch: curve_iterations: \[9\] must be below"):
+        settings.check_config(config, SCHEMA)

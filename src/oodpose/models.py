@@ -80,12 +80,17 @@ def weights_file(backbone: Backbone, override: str | Path | None = None) -> Path
     raise missing_weights_error(backbone, "timm publishes none for it")
 
 
+def offline() -> bool:
+    """HF_HUB_OFFLINE set (the workflow's training jobs, offline clusters): download nothing."""
+    return os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
+
+
 def keras_h5(backbone: Backbone, file_name: str) -> Path:
     """A Keras Applications weights file from the local cache, downloading it once when online."""
     path = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "oodpose" / "keras" / file_name
     if path.is_file():
         return path
-    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
+    if offline():
         raise missing_weights_error(backbone, f"{file_name} is not in {path.parent} and HF_HUB_OFFLINE is set")
     try:
         return download_file(keras_weights.weights_url(file_name), path)
@@ -106,7 +111,7 @@ def hub_weights(backbone: Backbone, tag: str, cache_dir: str | Path | None = Non
     try:
         return Path(hf_hub_download(repo, WEIGHTS_FILE, cache_dir=cache_dir, local_files_only=True))
     except LocalEntryNotFoundError as err:
-        if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
+        if offline():
             why = f"{repo} is not in the Hugging Face cache and HF_HUB_OFFLINE is set"
             raise missing_weights_error(backbone, why) from err
     try:

@@ -200,9 +200,7 @@ def check_config(config: dict, schema: dict) -> None:
             )
     training = config["training"]
     for init, iterations in training["curve_iterations"].items():
-        late = [i for i in iterations if i >= training["iterations"][init]]
-        if late:
-            raise InputError(
-                f"config key training.curve_iterations.{init}: {late} must be below training.iterations.{init} "
-                f"({training['iterations'][init]}); the final model is evaluated anyway"
-            )
+        try:  # TrainConfig's own check, at config time
+            TrainConfig("", "", "", init, iterations=training["iterations"][init], curve_iterations=tuple(iterations))
+        except InputError as err:
+            raise InputError(f"config key training.{init}: {err}") from None
