@@ -249,7 +249,7 @@ def test_real_horse10_frames_go_through_prediction(shared_data, tmp_path):
     pred = predict_frames(model, cache, np.arange(3), runtime("cpu"), 0.8)
     assert pred.shape == (3, 22, 3) and np.isfinite(pred).all()
     image = PoseDataset(cache, np.arange(3), global_scale=0.8)[1][0]
-    assert tuple(image.shape) == (3, 130, 230)  # 288x162 frames at DeepLabCut's global scale 0.8
+    assert tuple(image.shape) == (3, 144, 240)  # 288x162 frames at global scale 0.8 (230x130), padded to 16 px
     with torch.no_grad():
         direct = predict(*model.eval()(image[None]))[0].numpy()
     np.testing.assert_allclose(pred[1, :, 0], direct[:, 0] * 288 / 230, rtol=1e-4)
