@@ -7,7 +7,7 @@ rule aggregate:
         regressions=report(
             "results/{dataset}/{summary}/regressions.csv",
             caption="../report/regressions.rst",
-            category="Statistics",
+            category="4. Statistics",
         ),
         paired="results/{dataset}/{summary}/pretrained_vs_scratch.csv",
         missing="results/{dataset}/{summary}/missing_cells.csv",
@@ -15,7 +15,13 @@ rule aggregate:
         table1_md=report(
             "results/{dataset}/{summary}/table1.md",
             caption="../report/table1.rst",
-            category="Table 1",
+            category="2. Table 1",
+        ),
+        findings="results/{dataset}/{summary}/findings.csv",
+        findings_md=report(
+            "results/{dataset}/{summary}/findings.md",
+            caption="../report/findings.rst",
+            category="1. Findings",
         ),
     log:
         "results/logs/{dataset}/{summary}/aggregate.log",
@@ -23,5 +29,6 @@ rule aggregate:
         "../envs/oodpose.yaml"
     params:
         cells=lambda wildcards: study_cells(wildcards.dataset),
+        horse10=lambda wildcards: is_horse10(wildcards.dataset),
     script:
         "../workflow/scripts/aggregate.py"

@@ -113,12 +113,18 @@ def study_outputs(summary="summary"):
         [
             "results/{dataset}/{summary}/metrics.csv",
             "results/{dataset}/{summary}/table1.md",
+            "results/{dataset}/{summary}/findings.md",
             "results/{dataset}/{summary}/regressions.csv",
             "results/{dataset}/{summary}/figures/figure1.png",
         ],
         dataset=STUDY["datasets"],
         summary=summary,
     )
+
+
+def is_horse10(dataset):
+    """Whether a dataset is Horse-10 itself (its official download), so Table 1 can be held against the paper's."""
+    return config["datasets"][dataset].get("download") == "horse10"
 
 
 def cell_train_config(wildcards):
@@ -212,6 +218,12 @@ def check_study():
                 f"{name} has no ImageNet weights in timm: its pretrained cells will fail until "
                 f"`weights: {{{name}: <file.pth>}}` names a file in the config"
             )
+    generic = [BACKBONES[name] for name in STUDY["backbones"] if BACKBONES[name].family == "timm"]
+    if generic:  # any timm model: refuse one that cannot give stride-16 maps before any job (torch, meta device)
+        from oodpose.feature_maps import check_output_stride
+
+        for backbone in generic:
+            check_output_stride(backbone)
 
 
 check_study()

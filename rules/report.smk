@@ -7,27 +7,27 @@ rule figures:
         figure1=report(
             "results/{dataset}/{summary}/figures/figure1.png",
             caption="../report/figure1.rst",
-            category="Figures",
+            category="3. Figures",
         ),
         figure3ab=report(
             "results/{dataset}/{summary}/figures/figure3ab.png",
             caption="../report/figure3ab.rst",
-            category="Figures",
+            category="3. Figures",
         ),
         figure3c=report(
             "results/{dataset}/{summary}/figures/figure3c.png",
             caption="../report/figure3c.rst",
-            category="Figures",
+            category="3. Figures",
         ),
         figure4_5a=report(
             "results/{dataset}/{summary}/figures/figure4_5a.png",
             caption="../report/figure4_5a.rst",
-            category="Figures",
+            category="3. Figures",
         ),
         figure5b=report(
             "results/{dataset}/{summary}/figures/figure5b.png",
             caption="../report/figure5b.rst",
-            category="Figures",
+            category="3. Figures",
         ),
     log:
         "results/logs/{dataset}/{summary}/figures.log",

@@ -65,6 +65,21 @@ def test_table1_sits_beside_the_paper():
     assert "out of domain: -1.00% per ImageNet point" in markdown and "paper: -0.93%" in markdown
 
 
+def test_a_study_without_pretrained_cells_has_an_empty_table1():
+    scratch_only = metrics_table().query("init == 'scratch'")
+    table = analysis.table1(scratch_only)
+    assert table.empty and "too few backbones" in analysis.table1_markdown(table, analysis.regressions(scratch_only))
+
+
+def test_added_backbones_are_fitted_with_the_paper_ones_and_apart():
+    metrics = pd.concat([metrics_table(), metrics_table().assign(backbone=lambda d: d["backbone"] + "_new")])
+    table = analysis.regressions(metrics)
+    assert set(table["backbones"]) == {"all", "paper", "added"}
+    counts = table.groupby("backbones")["n_backbones"].max()
+    assert (counts["all"], counts["paper"], counts["added"]) == (8, 4, 4)
+    assert set(analysis.regressions(metrics_table())["backbones"]) == {"all"}  # the paper's study: one fit
+
+
 def test_missing_cells_are_listed():
     metrics = metrics_table()
     expected = metrics[list(CELL)].drop_duplicates()

@@ -11,26 +11,39 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+import timm
 import torch
 from safetensors.torch import load_file, save_file
 
 from oodpose.backbones import get_backbone
 from oodpose.models import build_model, create_backbone
 
+HUB_FILES = {  # backbone: (hub path, a tensor to compare after loading)
+    "resnet50": ("/timm/resnet50.tv_in1k/resolve/main/model.safetensors", "conv1.weight"),
+    "convnext_atto": ("/timm/convnext_atto.d2_in1k/resolve/main/model.safetensors", "stem.0.weight"),  # any timm model
+}
+
 
 @pytest.fixture(scope="module")
 def hub(tmp_path_factory):
-    """A loopback HTTP server serving timm/resnet50.tv_in1k/model.safetensors as the hub does."""
-    state = create_backbone(get_backbone("resnet50")).state_dict()
-    path = tmp_path_factory.mktemp("hub") / "model.safetensors"
-    save_file({k: v.contiguous() for k, v in state.items()}, str(path))
-    payload = path.read_bytes()
+    """A loopback HTTP server serving the backbones' timm/<tag>/model.safetensors as the hub does.
+
+    The ConvNeXt file keeps its classifier, as the hub's files do; the model takes what it needs by name.
+    """
+    states = {"resnet50": create_backbone(get_backbone("resnet50")).state_dict(),
+              "convnext_atto": timm.create_model("convnext_atto").state_dict()}  # fmt: skip
+    payloads = {}
+    for name, state in states.items():
+        path = tmp_path_factory.mktemp("hub") / "model.safetensors"
+        save_file({k: v.contiguous() for k, v in state.items()}, str(path))
+        payloads[HUB_FILES[name][0]] = path.read_bytes()
     requests = []
 
     class Hub(BaseHTTPRequestHandler):
         def _head(self) -> bool:
             requests.append((self.command, self.path))
-            if self.path != "/timm/resnet50.tv_in1k/resolve/main/model.safetensors":
+            payload = payloads.get(self.path)
+            if payload is None:
                 self.send_response(404)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
@@ -47,41 +60,41 @@ def hub(tmp_path_factory):
 
         def do_GET(self):
             if self._head():
-                self.wfile.write(payload)
+                self.wfile.write(payloads[self.path])
 
         def log_message(self, *args):
             pass
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Hub)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_port}", state, requests
+    yield f"http://127.0.0.1:{server.server_port}", states, requests
     server.shutdown()
 
 
-def fetch(out: Path, env: dict) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "oodpose", "fetch-weights", "resnet50", str(out)]
+def fetch(out: Path, env: dict, backbone: str = "resnet50") -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "oodpose", "fetch-weights", backbone, str(out)]
     return subprocess.run(command, env={**os.environ, **env}, capture_output=True, text=True, timeout=120)
 
 
-def test_fetch_from_the_hub_then_train_offline(hub, tmp_path):
-    endpoint, state, requests = hub
+@pytest.mark.parametrize("backbone", list(HUB_FILES))
+def test_fetch_from_the_hub_then_train_offline(hub, tmp_path, backbone):
+    endpoint, states, requests = hub
+    (hub_path, key), state, fetched_file = HUB_FILES[backbone], states[backbone], tmp_path / f"{backbone}.safetensors"
     env = {"HF_ENDPOINT": endpoint, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "0"}
-    result = fetch(tmp_path / "resources" / "resnet50.safetensors", env)
+    result = fetch(fetched_file, env, backbone)
     assert result.returncode == 0, result.stderr
-    assert ("GET", "/timm/resnet50.tv_in1k/resolve/main/model.safetensors") in requests
-    fetched = load_file(str(tmp_path / "resources" / "resnet50.safetensors"))
+    assert ("GET", hub_path) in requests
+    fetched = load_file(str(fetched_file))
     assert all(torch.equal(fetched[k], v) for k, v in state.items())
-    model = build_model(
-        get_backbone("resnet50"), 22, "imagenet", weights=tmp_path / "resources" / "resnet50.safetensors"
-    )
-    assert torch.equal(model.backbone.state_dict()["conv1.weight"], state["conv1.weight"])
+    model = build_model(get_backbone(backbone), 22, "imagenet", weights=fetched_file)
+    assert torch.equal(model.backbone.state_dict()[key], state[key])
 
     # the offline path: a pre-filled cache answers with no server at all
     n = len(requests)
-    offline = fetch(tmp_path / "again.safetensors", {**env, "HF_HUB_OFFLINE": "1", "HF_ENDPOINT": "http://127.0.0.1:9"})
+    offline_env = {**env, "HF_HUB_OFFLINE": "1", "HF_ENDPOINT": "http://127.0.0.1:9"}
+    offline = fetch(tmp_path / "again.safetensors", offline_env, backbone)
     assert offline.returncode == 0, offline.stderr
-    assert len(requests) == n and (tmp_path / "again.safetensors").read_bytes() == (
-        tmp_path / "resources" / "resnet50.safetensors").read_bytes()  # fmt: skip
+    assert len(requests) == n and (tmp_path / "again.safetensors").read_bytes() == fetched_file.read_bytes()
 
 
 def test_unreachable_hub_fails_fast_with_the_three_ways(tmp_path):

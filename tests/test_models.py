@@ -1,4 +1,7 @@
+from dataclasses import replace
+
 import pytest
+import timm
 import torch
 from safetensors.torch import save_file
 
@@ -8,6 +11,8 @@ from oodpose.models import build_model, create_backbone, hub_weights, weights_fi
 from oodpose.targets import make_targets, predict
 
 FAMILIES = ["mobilenetv2_035", "resnet50", "efficientnet_lite0"]
+GENERIC = ["convnext_atto", "vit_small_patch16"]  # any timm model: dilated CNN, patch-16 transformer
+SIZES = [(162, 288), (161, 287)]  # (H, W): the synthetic frame, and an odd one
 
 
 def test_table_has_the_paper_backbones_and_lite():
@@ -30,23 +35,63 @@ def test_unknown_backbone_lists_valid_names():
         get_backbone("resnet18")
 
 
-@pytest.mark.parametrize("name", FAMILIES)
-@pytest.mark.parametrize("size", [(162, 288), (161, 287)])
+def assert_round_trip(map_size: tuple[int, int], size: tuple[int, int]) -> None:
+    """An encoded label decodes to within 0.5 px on maps of `map_size` for a frame of `size`."""
+    keypoints = torch.tensor([[[3.3, 4.1], [size[1] - 1.2, size[0] - 0.7], [140.6, 80.25], [float("nan")] * 2]])
+    target, loc, _ = make_targets(keypoints, map_size)
+    decoded = predict(torch.where(target > 0, 5.0, -5.0), loc)
+    assert torch.allclose(decoded[0, :3, :2], keypoints[0, :3], atol=0.5)
+    assert target[0, 3].sum() == 0
+
+
+@pytest.mark.parametrize("name", FAMILIES + GENERIC)
+@pytest.mark.parametrize("size", SIZES)
 def test_output_shapes_and_round_trip(name, size):
     model = build_model(get_backbone(name), 22, "scratch").eval()
     with torch.no_grad():
         scoremap, locref = model(torch.zeros(1, 3, *size, dtype=torch.uint8))
-        features = model.backbone.forward_features(torch.zeros(1, 3, *size))
+        features = model.features(torch.zeros(1, 3, *size))
     assert scoremap.shape[-2:] == tuple(2 * s for s in features.shape[-2:])  # head exactly doubles
     assert features.shape[-2] == -(-size[0] // 16) and scoremap.shape[1] == 22 and locref.shape[1] == 44
-    if name != "resnet50":
+    if name in ("mobilenetv2_035", "efficientnet_lite0"):
         assert model.backbone.num_features == 1280 or name.startswith("efficientnet")
-    h, w = scoremap.shape[-2:]
-    keypoints = torch.tensor([[[3.3, 4.1], [size[1] - 1.2, size[0] - 0.7], [140.6, 80.25], [float("nan")] * 2]])
-    target, loc, _ = make_targets(keypoints, (h, w))
-    decoded = predict(torch.where(target > 0, 5.0, -5.0), loc)
-    assert torch.allclose(decoded[0, :3, :2], keypoints[0, :3], atol=0.5)
-    assert target[0, 3].sum() == 0
+    assert_round_trip(tuple(scoremap.shape[-2:]), size)
+
+
+@pytest.mark.parametrize("name", list(load_backbones()))
+def test_every_row_gives_stride_8_maps_for_any_frame(name):
+    """Every row of the table, built on the meta device (shapes only, no weights): stride-8 maps, labels decode."""
+    with torch.device("meta"):
+        model = build_model(get_backbone(name), 22, "scratch").eval()
+        maps = [model(torch.zeros(1, 3, *size, dtype=torch.uint8))[0].shape[-2:] for size in SIZES]
+    for size, map_size in zip(SIZES, maps):
+        assert tuple(map_size) == tuple(2 * -(-s // 16) for s in size)
+        assert_round_trip(tuple(map_size), size)
+
+
+@pytest.mark.parametrize(
+    "model, why",
+    [
+        ("vit_small_patch14_dinov2", "gives feature maps at output stride 14, and timm cannot set it to 16"),
+        ("mobilenetv3_large_100", "gives feature maps at output stride 32"),
+        ("swin_tiny_patch4_window7_224", "cannot take frames of any size"),
+        ("no_such_model", "timm has no model 'no_such_model'"),
+    ],
+)
+def test_a_model_that_cannot_reach_stride_16_is_refused_by_name(model, why):
+    row = replace(get_backbone("convnext_atto"), name="mine", timm_model=model, weights="none")
+    with pytest.raises(InputError, match=f"backbone 'mine'.*{why}"):
+        build_model(row, 22, "scratch")
+
+
+def test_a_hub_file_of_any_timm_model_loads_by_name(tmp_path):
+    """The hub's files keep their classifier; a generic backbone takes its own tensors by name."""
+    state = timm.create_model("vit_small_patch16_224").state_dict()
+    save_file(state, str(tmp_path / "model.safetensors"))
+    model = build_model(get_backbone("vit_small_patch16"), 22, "imagenet", weights=tmp_path / "model.safetensors")
+    for key, value in model.backbone.state_dict().items():
+        assert torch.equal(value, state[key]), key
+    assert model.tokens and abs(float(model.mean.flatten()[0]) - 127.5) < 1e-3  # the tag's own normalisation
 
 
 def test_mobilenet_keeps_1280_head_and_efficientnet_drops_it():
@@ -102,7 +147,7 @@ def test_mismatching_weights_name_the_key_and_shapes(tmp_path):
 
 @pytest.mark.parametrize(
     "backbone, trains_statistics",
-    [("mobilenetv2_035", True), ("resnet50", False), ("efficientnet_lite0", False)],
+    [("mobilenetv2_035", True), ("resnet50", False), ("efficientnet_lite0", False), ("regnety_008", False)],
 )
 def test_batchnorm_statistics_train_for_mobilenetv2_only(backbone, trains_statistics):
     """DeepLabCut trains MobileNetV2's batch norm (the paper says so); ResNets and EfficientNets keep theirs."""

@@ -64,6 +64,48 @@ def test_paper_config_dry_run_counts(workdir):
     assert all("input: results/horse10/cache, resources/weights/" in job for job in pretrained)
 
 
+def test_modern_config_dry_run_covers_the_paper_and_the_added_backbones(workdir):
+    counts = job_counts(snakemake(workdir, "-n", "--quiet", "rules", "--configfile", "config/modern.yaml").stdout)
+    assert counts["train"] == counts["evaluate"] == 24 * 3 * 2 * 2 and counts["fetch_weights"] == 24
+
+
+def with_backbone_rows(workdir: Path, rows: dict[str, str], study: dict) -> str:
+    """config/test.yaml on a copy of the backbone table with `rows` (name: timm model) added as generic rows."""
+    import pandas as pd
+
+    table = pd.read_csv(workdir / "config" / "backbones.tsv", sep="\t", keep_default_na=False)
+    template = table[table["name"] == "convnext_atto"].iloc[0]
+    added = [template.to_dict() | {"name": n, "timm_model": model, "weights": "none"} for n, model in rows.items()]
+    pd.concat([table, pd.DataFrame(added)]).to_csv(workdir / "mine.tsv", sep="\t", index=False)
+    config = yaml.safe_load((workdir / "config" / "test.yaml").read_text())
+    config["backbones_table"] = "mine.tsv"
+    config["study"] |= study
+    (workdir / "mine.yaml").write_text(yaml.safe_dump(config))
+    return "mine.yaml"
+
+
+def test_a_model_that_cannot_reach_stride_16_stops_the_workflow_before_any_job(workdir):
+    configfile = with_backbone_rows(workdir, {"swin": "swin_tiny_patch4_window7_224"}, {"backbones": ["swin"]})
+    result = snakemake(workdir, "-n", "--configfile", configfile, check=False)
+    assert result.returncode != 0
+    assert "backbone 'swin': timm model 'swin_tiny_patch4_window7_224' cannot take frames of any size" in (
+        result.stdout + result.stderr
+    )
+
+
+@pytest.mark.slow
+def test_any_timm_model_trains_through_the_workflow(workdir):
+    """A tiny ConvNeXt and a tiny ViT (timm's randomly initialised test models) from config to findings."""
+    rows = {"tiny_convnext": "test_convnext", "tiny_vit": "test_vit"}
+    study = {"backbones": list(rows), "inits": ["scratch"], "splits": [1]}
+    snakemake(workdir, "--cores", "2", "--configfile", with_backbone_rows(workdir, rows, study))
+    import pandas as pd
+
+    metrics = pd.read_csv(workdir / "results" / "synthetic" / "summary" / "metrics.csv")
+    assert set(metrics["backbone"]) == set(rows) and metrics["normalised_error"].notna().all()
+    assert "(a)" in (workdir / "results" / "synthetic" / "summary" / "findings.md").read_text()
+
+
 def test_schema_rejects_bad_config(workdir):
     config = yaml.safe_load((workdir / "config" / "test.yaml").read_text())
     config["study"]["inits"] = ["imagenet", "random"]
@@ -104,6 +146,8 @@ def test_end_to_end_produces_every_output(finished_run):
         "pretrained_vs_scratch.csv",
         "table1.csv",
         "table1.md",
+        "findings.csv",
+        "findings.md",
     ]:
         assert (summary / name).stat().st_size > 0, name
     for figure in ["figure1", "figure3ab", "figure3c", "figure4_5a", "figure5b"]:
@@ -125,7 +169,7 @@ def test_end_to_end_produces_every_output(finished_run):
 def test_report_is_self_contained_html(run_copy):
     snakemake(run_copy, "--configfile", "config/test.yaml", "--report", "results/report.html")
     html = (run_copy / "results" / "report.html").read_text(errors="ignore")
-    assert "Table 1" in html and "Figure 1" in html
+    assert "Table 1" in html and "Figure 1" in html and "1. Findings" in html  # categories sort by their number
 
 
 @pytest.mark.slow

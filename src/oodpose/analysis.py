@@ -11,11 +11,11 @@ import pandas as pd
 import statsmodels.api as sm
 from scipy import stats
 
-from oodpose.study import CELL
+from oodpose.study import CELL, backbone_group
 
 METRICS = ["normalised_error", "pck"]
-REGRESSION_COLUMNS = ["dataset", "init", "fraction", "set", "metric", "n_backbones", "slope", "intercept", "r2",
-                      "p_value", "slope_ci_low", "slope_ci_high", "slope_percent_per_point",
+REGRESSION_COLUMNS = ["dataset", "backbones", "init", "fraction", "set", "metric", "n_backbones", "slope",
+                      "intercept", "r2", "p_value", "slope_ci_low", "slope_ci_high", "slope_percent_per_point",
                       "ci_low_percent_per_point", "ci_high_percent_per_point"]  # fmt: skip
 # The paper's regressions of normalised error on ImageNet top-1 (pretrained, 50% data), in % per ImageNet point.
 PAPER_SLOPES = {"test_ood": -0.93, "test_within": -0.33}
@@ -53,37 +53,43 @@ def summary(metrics: pd.DataFrame) -> pd.DataFrame:
 
 
 def regressions(metrics: pd.DataFrame) -> pd.DataFrame:
-    """OLS of each metric (backbone means across splits) on ImageNet top-1, per init x fraction x set."""
+    """OLS of each metric (backbone means across splits) on ImageNet top-1, per init x fraction x set.
+
+    Fitted over all backbones ('all'), and over the paper's and the added ones apart when a study has both.
+    """
+    means = summary(metrics).assign(backbones=lambda d: d["backbone"].map(backbone_group))
+    groups = [("all", means)]
+    if means["backbones"].nunique() > 1:
+        groups += list(means.groupby("backbones"))
     rows = []
-    means = summary(metrics)
-    for (dataset, init, fraction, set_), group in means.groupby(["dataset", "init", "fraction", "set"]):
-        for metric in METRICS:
-            data = group[["imagenet_top1", metric]].dropna()
-            row = {
-                "dataset": dataset,
-                "init": init,
-                "fraction": fraction,
-                "set": set_,
-                "metric": metric,
-                "n_backbones": len(data),
-            }
-            if len(data) >= 3 and data["imagenet_top1"].nunique() >= 2:
-                fit = sm.OLS(data[metric], sm.add_constant(data["imagenet_top1"])).fit()
-                low, high = fit.conf_int(0.05).loc["imagenet_top1"]
-                row |= {
-                    "slope": fit.params["imagenet_top1"],
-                    "intercept": fit.params["const"],
-                    "r2": fit.rsquared,
-                    "p_value": fit.pvalues["imagenet_top1"],
-                    "slope_ci_low": low,
-                    "slope_ci_high": high,
-                    # the paper's unit: the metric in % (normalised error x 100, PCK in %) per ImageNet point
-                    "slope_percent_per_point": 100 * fit.params["imagenet_top1"],
-                    "ci_low_percent_per_point": 100 * low,
-                    "ci_high_percent_per_point": 100 * high,
-                }
-            rows.append(row)
+    for backbones, subset in groups:
+        for (dataset, init, fraction, set_), group in subset.groupby(["dataset", "init", "fraction", "set"]):
+            for metric in METRICS:
+                row = {"dataset": dataset, "backbones": backbones, "init": init, "fraction": fraction, "set": set_,
+                       "metric": metric}  # fmt: skip
+                rows.append(row | fit_on_top1(group[["imagenet_top1", metric]].dropna(), metric))
     return pd.DataFrame(rows, columns=REGRESSION_COLUMNS)
+
+
+def fit_on_top1(data: pd.DataFrame, metric: str) -> dict:
+    """Slope, intercept, R², p and 95 % CI of `metric` on ImageNet top-1 (just n when under 3 points or one top-1)."""
+    if len(data) < 3 or data["imagenet_top1"].nunique() < 2:
+        return {"n_backbones": len(data)}
+    fit = sm.OLS(data[metric], sm.add_constant(data["imagenet_top1"])).fit()
+    low, high = fit.conf_int(0.05).loc["imagenet_top1"]
+    return {
+        "n_backbones": len(data),
+        "slope": fit.params["imagenet_top1"],
+        "intercept": fit.params["const"],
+        "r2": fit.rsquared,
+        "p_value": fit.pvalues["imagenet_top1"],
+        "slope_ci_low": low,
+        "slope_ci_high": high,
+        # the paper's unit: the metric in % (normalised error x 100, PCK in %) per ImageNet point
+        "slope_percent_per_point": 100 * fit.params["imagenet_top1"],
+        "ci_low_percent_per_point": 100 * low,
+        "ci_high_percent_per_point": 100 * high,
+    }
 
 
 def paired_errors(metrics: pd.DataFrame) -> pd.DataFrame:
@@ -118,8 +124,8 @@ def table1(metrics: pd.DataFrame, fraction: int = 50) -> pd.DataFrame:
     pck = chosen.pivot_table(index=["backbone", "imagenet_top1"], columns="set", values="pck") * 100
     pck = pck.reindex(columns=["test_within", "test_ood"]).reset_index().sort_values("imagenet_top1")
     pck.columns = ["backbone", "imagenet_top1", "within_domain", "out_of_domain"]
-    pck["paper_within_domain"] = pck["backbone"].map(lambda b: PAPER_TABLE1.get(b, (np.nan, np.nan))[0])
-    pck["paper_out_of_domain"] = pck["backbone"].map(lambda b: PAPER_TABLE1.get(b, (np.nan, np.nan))[1])
+    paper = np.array([PAPER_TABLE1.get(b, (np.nan, np.nan)) for b in pck["backbone"]], dtype=float).reshape(-1, 2)
+    pck["paper_within_domain"], pck["paper_out_of_domain"] = paper[:, 0], paper[:, 1]
     pck["difference_within"] = pck["within_domain"] - pck["paper_within_domain"]
     pck["difference_ood"] = pck["out_of_domain"] - pck["paper_out_of_domain"]
     return pck.reset_index(drop=True)
@@ -152,9 +158,9 @@ def table1_markdown(table: pd.DataFrame, regressions: pd.DataFrame | None = None
 def slope_note(regressions: pd.DataFrame | None, set_: str, fraction: int, paper: float) -> str:
     """One line: the pretrained normalised-error slope on ImageNet top-1 for `set_`, in % per point."""
     name = {"test_ood": "out of domain", "test_within": "within domain"}[set_]
+    chosen = dict(backbones="all", init="imagenet", fraction=fraction, set=set_, metric="normalised_error")
     rows = pd.DataFrame() if regressions is None else regressions[
-        (regressions["init"] == "imagenet") & (regressions["fraction"] == fraction) & (regressions["set"] == set_)
-        & (regressions["metric"] == "normalised_error")]  # fmt: skip
+        (regressions[list(chosen)] == pd.Series(chosen)).all(axis=1)]  # fmt: skip
     if rows.empty or pd.isna(rows["slope_percent_per_point"].iloc[0]):
         return f"Normalised error vs ImageNet top-1, {name}: too few backbones to fit (paper: {paper:+.2f}% per point)."
     r = rows.iloc[0]

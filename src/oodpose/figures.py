@@ -1,6 +1,7 @@
 """The paper's figures, drawn with seaborn from the metrics table (PNG and PDF, at paper size).
 
 A figure whose input lacks some cells draws what exists and says in its title what is missing.
+Backbones the paper did not study are ringed by black diamonds in the figures against ImageNet top-1.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from oodpose.analysis import final, paired_errors  # noqa: E402
+from oodpose.study import backbone_group  # noqa: E402
 
 SET_NAMES = {"train": "train", "test_within": "test", "test_ood": "out of domain"}
 INIT_NAMES = {"imagenet": "pretrained", "scratch": "from scratch"}
@@ -47,6 +49,15 @@ def outside_legend(ax: plt.Axes) -> None:
         sns.move_legend(ax, "upper left", bbox_to_anchor=(1.02, 1), frameon=False, fontsize=7, title_fontsize=7)
 
 
+def mark_added(ax: plt.Axes, data: pd.DataFrame, by: list[str]) -> None:
+    """Ring the mean points of backbones the paper did not study, so the two sets read apart."""
+    added = data[data["backbone"].map(backbone_group) == "added"]
+    if not added.empty:
+        points = added.groupby(["backbone", "imagenet_top1", *by], as_index=False)["normalised_error"].mean()
+        ax.scatter(points["imagenet_top1"], points["normalised_error"], s=70, marker="D", facecolors="none",
+                   edgecolors="k", lw=0.8, zorder=3)  # fmt: skip
+
+
 def figure1(metrics: pd.DataFrame, path: Path, missing: pd.DataFrame) -> None:
     """Normalised error vs ImageNet top-1, pretrained (dashed) and scratch (solid), per set; mean +- SEM."""
     data = readable(final(metrics))
@@ -55,6 +66,7 @@ def figure1(metrics: pd.DataFrame, path: Path, missing: pd.DataFrame) -> None:
     fig, ax = plt.subplots(figsize=(4.2, 3.2))
     sns.lineplot(data=data, x="imagenet_top1", y="normalised_error", hue="set", style="init", palette=PALETTE,
                  dashes=DASHES, markers=True, errorbar="se", err_style="bars", ax=ax)  # fmt: skip
+    mark_added(ax, data, ["set", "init"])
     ax.set(xlabel="ImageNet top-1 accuracy (%)", ylabel="normalised error",
            title=f"{fraction}% training data{missing_note(missing)}")  # fmt: skip
     outside_legend(ax)
@@ -74,6 +86,7 @@ def figure3ab(metrics: pd.DataFrame, path: Path, missing: pd.DataFrame) -> None:
             ax.plot(line["imagenet_top1"], line["normalised_error"], color=PALETTE[set_], alpha=0.3, lw=0.8)
         sns.lineplot(data=part, x="imagenet_top1", y="normalised_error", hue="set", palette=PALETTE,
                      errorbar=None, marker="o", ax=ax, legend=ax is axes[0, -1])  # fmt: skip
+        mark_added(ax, part, ["set"])
         ax.set(xlabel="ImageNet top-1 accuracy (%)", ylabel="normalised error", title=f"{fraction}% training data")
     outside_legend(axes[0, -1])
     fig.suptitle(f"Pretrained backbones{missing_note(missing)}", fontsize=9, y=1.02)

@@ -1,6 +1,7 @@
 """Pose networks: a timm backbone at output stride 16 and DeepLabCut's deconvolution head.
 
-Backbones are rows of the backbone table (`oodpose.backbones`).
+Backbones are rows of the backbone table (`oodpose.backbones`). The paper's three families are built
+here as DeepLabCut built them; any other timm model (family ``timm``) through `oodpose.feature_maps`.
 
 Output stride 16, as in the paper: ResNets by atrous convolution (timm's ``output_stride=16``);
 MobileNetV2 and EfficientNet by setting their last stride-2 convolution to stride 1.
@@ -34,7 +35,7 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from oodpose import keras_weights
+from oodpose import feature_maps, keras_weights
 from oodpose.atomic import atomic_file
 from oodpose.backbones import FETCHED_SOURCES, Backbone
 from oodpose.download import download_file
@@ -186,10 +187,12 @@ def create_backbone(backbone: Backbone) -> nn.Module:
 
     A timm hub tag selects that tag's pretrained config, so the input normalisation is the weights' own.
     """
-    source, _, tag = backbone.weights.partition(":")
-    arch = tag if source == "timm" else backbone.timm_model
-    as_tensorflow = keras_weights.TIMM_ARGS if source == "keras" else {}  # the network the weights were made for
-    if backbone.family == "resnet":
+    arch = backbone.timm_name
+    as_tensorflow = keras_weights.TIMM_ARGS if backbone.weights.startswith("keras:") else {}  # the weights' network
+    if backbone.family == "timm":
+        feature_maps.check_output_stride(backbone)
+        model = feature_maps.create_timm_backbone(backbone)
+    elif backbone.family == "resnet":
         model = timm.create_model(arch, pretrained=False, num_classes=0, global_pool="", output_stride=16)
     else:
         model = timm.create_model(arch, pretrained=False, num_classes=0, global_pool="", **as_tensorflow)
@@ -203,16 +206,20 @@ class PoseNet(nn.Module):
     """Backbone + transposed-convolution head: J scoremaps and 2J location-refinement maps at stride 8.
 
     Takes uint8 or float images in [0, 255], NCHW, and normalises them as the backbone's weights expect.
-    Location-refinement channels are ordered (x, y) per joint.
+    Location-refinement channels are ordered (x, y) per joint. A `generic` backbone (any timm model,
+    `oodpose.feature_maps`) sees frames padded to whole multiples of 16, and a transformer's tokens as a map.
     """
 
-    def __init__(self, backbone: nn.Module, n_joints: int, mean, std, train_batchnorm: bool = False):
+    def __init__(self, backbone: nn.Module, n_joints: int, mean, std, train_batchnorm=False, generic=False):
         super().__init__()
         self.backbone = backbone
         self.train_batchnorm = train_batchnorm
+        self.generic = generic
+        self.tokens = generic and feature_maps.returns_tokens(backbone)
         training = backbone.training
         with torch.no_grad():  # in eval mode, so probing the width leaves BatchNorm statistics untouched
-            channels = backbone.eval().forward_features(torch.zeros(1, 3, 64, 64)).shape[1]
+            backbone.eval()
+            channels = self.features(torch.zeros(1, 3, 64, 64)).shape[1]
         backbone.train(training)
         self.scoremap = nn.ConvTranspose2d(channels, n_joints, 3, stride=2, padding=1, output_padding=1)
         self.locref = nn.ConvTranspose2d(channels, 2 * n_joints, 3, stride=2, padding=1, output_padding=1)
@@ -229,9 +236,15 @@ class PoseNet(nn.Module):
                     module.eval()
         return self
 
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The backbone's stride-16 feature map of normalised images."""
+        if not self.generic:
+            return self.backbone.forward_features(x)
+        x = feature_maps.pad_to_stride(x)
+        return feature_maps.token_map(self.backbone, x) if self.tokens else self.backbone.forward_features(x)
+
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = (images.float() - self.mean) / self.std
-        features = self.backbone.forward_features(x)
+        features = self.features((images.float() - self.mean) / self.std)
         return self.scoremap(features), self.locref(features)
 
 
@@ -261,4 +274,5 @@ def build_model(
         mean, std = keras_weights.MEAN, keras_weights.STD  # the weights' own normalisation, not timm's default
     else:
         mean, std = net.pretrained_cfg["mean"], net.pretrained_cfg["std"]
-    return PoseNet(net, n_joints, mean, std, train_batchnorm=backbone.family == "mobilenetv2")
+    generic = backbone.family == "timm"
+    return PoseNet(net, n_joints, mean, std, train_batchnorm=backbone.family == "mobilenetv2", generic=generic)

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from oodpose import analysis
+from oodpose import analysis, findings
 from oodpose.logs import rule_log
 
 with rule_log(snakemake.log[0]):
@@ -23,3 +23,6 @@ with rule_log(snakemake.log[0]):
     table = analysis.table1(metrics, fraction=fraction)
     table.to_csv(out.table1, index=False)
     Path(out.table1_md).write_text(analysis.table1_markdown(table, regressions, fraction))
+    claims = findings.findings(metrics, snakemake.params.horse10)
+    claims.to_csv(out.findings, index=False)
+    Path(out.findings_md).write_text(findings.findings_markdown(claims))

@@ -1,0 +1,104 @@
+"""The findings report: hand-made metric tables whose outcome is known give each verdict."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from oodpose.analysis import PAPER_TABLE1
+from oodpose.findings import CONTRADICTED, SUPPORTED, UNRESOLVED, findings, findings_markdown
+
+BACKBONES = {"net_a": 70.0, "net_b": 75.0, "net_c": 80.0, "net_d": 85.0}
+
+
+def metrics_table(error, backbones=BACKBONES, splits=(1, 2, 3), iterations=(100, 200), fraction=50, pck=None):
+    """A long metrics table; `error(backbone, top1, init, set, split, iteration)` gives each normalised error."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for backbone, top1 in backbones.items():
+        for init in ("imagenet", "scratch"):
+            for split in splits:
+                for set_ in ("test_within", "test_ood"):
+                    for iteration in iterations:
+                        value = error(backbone, top1, init, set_, split, iteration) + rng.normal(0, 1e-3)
+                        rows.append(dict(dataset="horse", backbone=backbone, imagenet_top1=top1, init=init,
+                                         split=split, fraction=fraction, set=set_, iteration=iteration,
+                                         bodypart="all", normalised_error=value,
+                                         pck=pck(backbone, set_) if pck else 1 - value))  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def paper_like(backbone, top1, init, set_, split, iteration):
+    """Pretrained beats scratch, more so OOD; OOD error falls steeply with top-1; scratch OOD rises late."""
+    ood = set_ == "test_ood"
+    if init == "imagenet":
+        return (0.1 - 0.002 * (top1 - 70)) + ood * (0.4 - 0.01 * (top1 - 70)) + 0.01 * split
+    late = iteration == 200
+    return 0.3 - 0.1 * late + ood * (0.6 + 0.2 * late) + 0.01 * split
+
+
+def verdicts(table: pd.DataFrame, horse10: bool = False) -> dict:
+    found = findings(table, horse10)
+    return {(r.claim, r.scope): r.verdict for r in found.itertuples()}
+
+
+def test_a_paper_like_study_supports_every_claim():
+    got = verdicts(metrics_table(paper_like))
+    for claim in ("a", "b", "c", "d1", "d2"):
+        assert got[(claim, "pooled")] == SUPPORTED, claim
+    assert all(got[("a", b)] == SUPPORTED for b in BACKBONES)  # per backbone, paired across 3 splits
+    assert got[("e", "pooled")] == UNRESOLVED  # the dataset is not Horse-10
+
+
+def test_the_opposite_study_contradicts_them():
+    def opposite(backbone, top1, init, set_, split, iteration):
+        ood = set_ == "test_ood"
+        if init == "scratch":  # scratch wins, more so OOD; scratch OOD keeps falling faster than within
+            late = iteration == 200
+            return 0.2 + ood * (0.2 - 0.15 * late) - 0.01 * late + 0.01 * split
+        return 0.4 + ood * (0.4 + 0.01 * (top1 - 70)) + 0.01 * split  # OOD error rises with top-1
+
+    got = verdicts(metrics_table(opposite))
+    for claim in ("a", "b", "c", "d1", "d2"):
+        assert got[(claim, "pooled")] == CONTRADICTED, claim
+
+
+def test_what_the_design_cannot_test_is_not_resolvable():
+    one_backbone = metrics_table(paper_like, backbones={"net_a": 70.0}, splits=(1,), iterations=(200,))
+    got = verdicts(one_backbone)
+    assert got[("a", "net_a")] == UNRESOLVED  # one split: no interval
+    assert got[("a", "pooled")] == UNRESOLVED
+    assert got[("c", "pooled")] == UNRESOLVED  # a single curve point
+    assert got[("d1", "pooled")] == got[("d2", "pooled")] == UNRESOLVED  # one backbone
+    pretrained_only = metrics_table(paper_like)
+    pretrained_only = pretrained_only[pretrained_only["init"] == "imagenet"]
+    assert verdicts(pretrained_only)[("a", "pooled")] == UNRESOLVED
+
+
+def test_noise_larger_than_the_effect_is_not_resolvable():
+    def noisy(backbone, top1, init, set_, split, iteration):
+        return 0.5 + 0.3 * ((split + len(backbone) * (init == "scratch")) % 3 - 1) * (1 if split != 2 else -1)
+
+    got = verdicts(metrics_table(noisy))
+    assert got[("a", "pooled")] == UNRESOLVED
+    assert got[("d1", "pooled")] == UNRESOLVED
+
+
+@pytest.mark.parametrize("offset, expected", [(0.5, SUPPORTED), (-20.0, CONTRADICTED)])
+def test_table1_against_the_paper_on_horse10(offset, expected):
+    paper = {b: PAPER_TABLE1[b] for b in ("mobilenetv2_035", "resnet50", "efficientnet_b0", "efficientnet_b6")}
+
+    def pck(backbone, set_):
+        return (paper[backbone][set_ == "test_ood"] + offset + (hash(backbone) % 3) * 0.1) / 100
+
+    table = metrics_table(paper_like, backbones={b: 70.0 + i for i, b in enumerate(paper)}, pck=pck)
+    got = verdicts(table, horse10=True)
+    assert got[("e", "test_within")] == got[("e", "test_ood")] == expected
+
+
+def test_findings_markdown_states_every_claim_with_its_verdict():
+    text = findings_markdown(findings(metrics_table(paper_like), horse10=False))
+    assert "## horse, 50 % training data" in text
+    for claim in ("(a)", "(b)", "(c)", "(d1)", "(d2)", "(e)"):
+        assert claim in text
+    assert "**supported**" in text and "**not resolvable at this n**" in text
+    assert "(a) net_c" in text  # the per-backbone tests
