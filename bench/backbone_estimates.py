@@ -60,12 +60,9 @@ def main() -> None:
             ),
             "gpu_mem_mb": max(floor.gpu_mem_mb, int(math.ceil(reference.gpu_mem_mb * gb / reference_gb / 500) * 500)),
         }
-    print(
-        json.dumps(
-            {"machine": machine(), "reference": REFERENCE, "batch": BATCH, "canvas": [WIDTH, HEIGHT], "rows": rows},
-            indent=1,
-        )
-    )
+    report = {"benchmark": "backbone_estimates", "machine": machine(), "reference": REFERENCE, "floor": FLOOR,
+              "batch": BATCH, "canvas": [WIDTH, HEIGHT], "rows": rows}  # fmt: skip
+    print(json.dumps(report, indent=1))
 
 
 if __name__ == "__main__":

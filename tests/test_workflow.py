@@ -62,6 +62,7 @@ def test_paper_config_dry_run_counts(workdir):
     pretrained = [job for job in plan.split("rule train:")[1:] if "/imagenet/" in job.split("output:")[1].split()[0]]
     assert len(pretrained) == 78
     assert all("input: results/horse10/cache, resources/weights/" in job for job in pretrained)
+    assert "results/horse10/summary/findings.md" in plan  # the findings report is part of every study
 
 
 def test_modern_config_dry_run_covers_the_paper_and_the_added_backbones(workdir):
