@@ -218,8 +218,11 @@ def check_study():
                 f"{name} has no ImageNet weights in timm: its pretrained cells will fail until "
                 f"`weights: {{{name}: <file.pth>}}` names a file in the config"
             )
-    generic = [BACKBONES[name] for name in STUDY["backbones"] if BACKBONES[name].family == "timm"]
-    if generic:  # any timm model: refuse one that cannot give stride-16 maps before any job (torch, meta device)
+    # any timm model: refuse one that cannot give stride-16 maps, before any job (imports torch; meta device)
+    generic = [
+        BACKBONES[b] for b in STUDY["backbones"] if BACKBONES[b].family == "timm"
+    ]
+    if generic:
         from oodpose.feature_maps import check_output_stride
 
         for backbone in generic:
