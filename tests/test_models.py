@@ -11,7 +11,7 @@ from oodpose.models import build_model, create_backbone, hub_weights, weights_fi
 from oodpose.targets import make_targets, predict
 
 FAMILIES = ["mobilenetv2_035", "resnet50", "efficientnet_lite0"]
-GENERIC = ["convnext_atto", "vit_small_patch16"]  # any timm model: dilated CNN, patch-16 transformer
+GENERIC = ["convnext_atto", "vit_small_patch16", "eva02_small_patch14_mim"]  # dilated CNN, patch-16 and -14 ViTs
 SIZES = [(162, 288), (161, 287)]  # (H, W): the synthetic frame, and an odd one
 
 
@@ -72,8 +72,7 @@ def test_every_row_gives_stride_8_maps_for_any_frame(name):
 @pytest.mark.parametrize(
     "model, why",
     [
-        ("vit_small_patch14_dinov2", "gives feature maps at output stride 14, and timm cannot set it to 16"),
-        ("mobilenetv3_large_100", "gives feature maps at output stride 32"),
+        ("mobilenetv3_large_100", "gives feature maps at output stride 32, and timm cannot set it to 16"),
         ("swin_tiny_patch4_window7_224", "cannot take frames of any size"),
         ("no_such_model", "timm has no model 'no_such_model'"),
     ],
@@ -82,6 +81,16 @@ def test_a_model_that_cannot_reach_stride_16_is_refused_by_name(model, why):
     row = replace(get_backbone("convnext_atto"), name="mine", timm_model=model, weights="none")
     with pytest.raises(InputError, match=f"backbone 'mine'.*{why}"):
         build_model(row, 22, "scratch")
+
+
+def test_a_patch_14_transformer_sees_the_canvas_resized_so_a_token_covers_16_pixels(monkeypatch):
+    model = build_model(get_backbone("eva02_small_patch14_mim"), 22, "scratch").eval()
+    seen = []
+    monkeypatch.setattr(model.backbone.patch_embed, "forward", lambda x, f=model.backbone.patch_embed.forward: (
+        seen.append(tuple(x.shape[-2:])) or f(x)))  # fmt: skip
+    with torch.no_grad():
+        scoremap = model(torch.zeros(1, 3, 161, 287, dtype=torch.uint8))[0]
+    assert seen == [(11 * 14, 18 * 14)] and tuple(scoremap.shape[-2:]) == (22, 36)  # padded to 176x288, x14/16
 
 
 def test_a_hub_file_of_any_timm_model_loads_by_name(tmp_path):

@@ -67,7 +67,7 @@ def test_paper_config_dry_run_counts(workdir):
 
 def test_modern_config_dry_run_covers_the_paper_and_the_added_backbones(workdir):
     counts = job_counts(snakemake(workdir, "-n", "--quiet", "rules", "--configfile", "config/modern.yaml").stdout)
-    assert counts["train"] == counts["evaluate"] == 24 * 3 * 2 * 2 and counts["fetch_weights"] == 24
+    assert counts["train"] == counts["evaluate"] == 25 * 3 * 2 * 2 and counts["fetch_weights"] == 25
 
 
 def with_backbone_rows(workdir: Path, rows: dict[str, str], study: dict) -> str:

@@ -6,15 +6,17 @@ needs a table row and nothing else:
 
 - models that take timm's ``output_stride`` (ConvNeXt, RegNet, EfficientNetV2, ...) dilate their
   last stage to reach 16;
-- Vision Transformers with 16-pixel patches give their last block's tokens, normalised and
-  reshaped to a map (timm's ``forward_intermediates``), for frames of any size
-  (``dynamic_img_size``; the position embedding is interpolated).
+- Vision Transformers give their last block's tokens, normalised and reshaped to a map (timm's
+  ``forward_intermediates``), for frames of any size (``dynamic_img_size``; the position embedding
+  is interpolated). A transformer with p-pixel patches (DINOv2's and EVA-02's 14) sees the canvas
+  resized by p/16, so that each token covers 16 canvas pixels.
 
 Frames are padded at the right and bottom to whole multiples of 16, so every model gives
-ceil(H/16) x ceil(W/16) maps, as the paper's families do. The head, the targets, the decoding and
-the target disk are built for stride 16 (8 after the head), so a model at another native stride
-(Swin's 32, DINOv2's 14-pixel patches) or one that needs a fixed input size (BEiT, Hiera) is
-refused by name rather than silently trained at another stride.
+ceil(H/16) x ceil(W/16) maps, as the paper's families do, and the head, targets, decoding and
+target disk stay those of stride 16 (8 after the head): resizing a patch-14 transformer's input
+keeps one geometry for every backbone, at the price of seeing the frame at 14/16 of its resolution.
+A convolutional network at another stride that timm cannot dilate (MobileNetV3's 32) or a model
+that needs a fixed input size (BEiT, Hiera, Swin) is refused by name.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from oodpose.backbones import Backbone
 from oodpose.errors import InputError
 
 OUTPUT_STRIDE = 16
-# How timm is asked for a stride-16 map, in order: dilation, then any-size patch-16 tokens, then as it is.
+# How timm is asked for a stride-16 map, in order: dilation, then any-size transformer tokens, then as it is.
 CREATE_OPTIONS = ({"output_stride": OUTPUT_STRIDE}, {"dynamic_img_size": True, "dynamic_img_pad": True}, {})
 PROBE_SIZES = ((224, 224), (161, 287))  # (H, W): a square, and an odd frame that is not a multiple of 16
 
@@ -69,7 +71,11 @@ def pad_to_stride(images: torch.Tensor) -> torch.Tensor:
 
 
 def token_map(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
-    """The last block's normalised tokens as a (B, C, H/16, W/16) map."""
+    """The last block's normalised tokens as a (B, C, H/16, W/16) map; H and W are multiples of 16."""
+    patch = model.patch_embed.patch_size[0]
+    if patch != OUTPUT_STRIDE:  # p-pixel patches: resize so that each token covers 16 canvas pixels
+        size = tuple(n // OUTPUT_STRIDE * patch for n in images.shape[-2:])
+        images = F.interpolate(images, size=size, mode="bilinear", align_corners=False)
     return model.forward_intermediates(images, indices=1, norm=True, output_fmt="NCHW", intermediates_only=True)[-1]
 
 
@@ -99,7 +105,7 @@ def check_output_stride(backbone: Backbone) -> None:
                 f"backbone {backbone.name!r}: timm model {arch!r} cannot take frames of any size "
                 f"({type(err).__name__}: {str(err)[:160]}); oodpose trains on frames of many sizes, so choose a "
                 "model that timm builds with output_stride or dynamic_img_size (e.g. ConvNeXt, RegNet, "
-                "EfficientNetV2, or a patch-16 ViT)"
+                "EfficientNetV2, or a ViT)"
             ) from err
     expected = [tuple(math.ceil(s / OUTPUT_STRIDE) for s in size) for size in PROBE_SIZES]
     if sizes != expected:
@@ -108,5 +114,5 @@ def check_output_stride(backbone: Backbone) -> None:
             f"backbone {backbone.name!r}: timm model {arch!r} gives feature maps at output stride {stride:.3g}, "
             f"and timm cannot set it to {OUTPUT_STRIDE} for this model; oodpose's head, targets and decoding need "
             f"stride {OUTPUT_STRIDE}, so choose a model that takes timm's output_stride (ConvNeXt, RegNet, "
-            "EfficientNet, ResNet) or a Vision Transformer with 16-pixel patches"
+            "EfficientNet, ResNet) or a Vision Transformer"
         )
