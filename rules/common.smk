@@ -218,11 +218,12 @@ def check_study():
                 f"{name} has no ImageNet weights in timm: its pretrained cells will fail until "
                 f"`weights: {{{name}: <file.pth>}}` names a file in the config"
             )
-    # any timm model: refuse one that cannot give stride-16 maps, before any job (imports torch; meta device)
+    # any timm model: refuse one that cannot give stride-16 maps, before any job (imports torch; meta device).
+    # Only where the workflow starts: a job's own process (SLURM) checks its backbone when it builds it.
     generic = [
         BACKBONES[b] for b in STUDY["backbones"] if BACKBONES[b].family == "timm"
     ]
-    if generic:
+    if generic and workflow.is_main_process:
         from oodpose.feature_maps import check_output_stride
 
         for backbone in generic:

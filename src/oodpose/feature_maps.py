@@ -21,6 +21,7 @@ that needs a fixed input size (BEiT, Hiera, Swin) is refused by name.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import timm
@@ -89,11 +90,13 @@ def map_sizes(model: nn.Module) -> list[tuple[int, int]]:
     return sizes
 
 
+@functools.cache
 def check_output_stride(backbone: Backbone) -> None:
     """Refuse, naming the model, a timm model that cannot give stride-16 maps for frames of any size.
 
     Built on the meta device: no weights are made or read, so the workflow checks every row of a study
-    when it reads the config, in well under a second per model.
+    when it reads the config, in well under a second per model. Once per process: an evaluation builds
+    a network for every learning-curve snapshot.
     """
     arch = backbone.timm_name
     with torch.device("meta"):

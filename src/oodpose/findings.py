@@ -14,7 +14,7 @@ import pandas as pd
 import statsmodels.formula.api as smf
 from scipy import stats
 
-from oodpose.analysis import PAPER_TABLE1, final, fit_on_top1
+from oodpose.analysis import PAPER_TABLE1, final, fit_on_top1, paired_errors
 
 SUPPORTED, CONTRADICTED, UNRESOLVED = "supported", "contradicted", "not resolvable at this n"
 CLAIMS = {
@@ -60,16 +60,18 @@ def lacking(claim: str, why: str) -> dict:
     return finding(claim, "pooled", f"not testable: {why}", (np.nan, np.nan, np.nan, 0), 1)
 
 
-def init_gaps(table: pd.DataFrame) -> pd.DataFrame:
-    """Scratch minus pretrained final error, one row per backbone and split, one column per set."""
-    wide = table.pivot_table(index=["backbone", "split"], columns=["set", "init"], values="normalised_error")
-    sets = [s for s in (WITHIN, OOD) if (s, "imagenet") in wide.columns and (s, "scratch") in wide.columns]
-    return pd.DataFrame({s: wide[(s, "scratch")] - wide[(s, "imagenet")] for s in sets}).dropna()
+def init_gaps(metrics: pd.DataFrame) -> pd.DataFrame:
+    """Scratch minus pretrained final error, one row per backbone and split, one column per set (within, OOD)."""
+    wide = paired_errors(metrics)
+    if not {"imagenet", "scratch"} <= set(wide.columns):
+        return pd.DataFrame()
+    gaps = (wide["scratch"] - wide["imagenet"]).unstack("set")
+    return gaps[[s for s in (WITHIN, OOD) if s in gaps.columns]].dropna()
 
 
-def pretrained_beats_scratch(table: pd.DataFrame) -> list[dict]:
+def pretrained_beats_scratch(metrics: pd.DataFrame) -> list[dict]:
     """(a) pooled over backbones x splits, then per backbone (paired across splits); (b) OOD gap minus within."""
-    gaps = init_gaps(table)
+    gaps = init_gaps(metrics)
     if OOD not in gaps:
         return [lacking("a", "needs both inits evaluated out of domain"), lacking("b", "needs both inits")]
     what = "scratch minus pretrained OOD normalised error, paired"
@@ -156,7 +158,7 @@ def findings(metrics: pd.DataFrame, horse10: bool) -> pd.DataFrame:
     rows = []
     for (dataset, fraction), group in table.groupby(["dataset", "fraction"]):
         curves = metrics[(metrics["dataset"] == dataset) & (metrics["fraction"] == fraction)]
-        claims = pretrained_beats_scratch(group) + scratch_plateaus(curves) + slopes(group)
+        claims = pretrained_beats_scratch(curves) + scratch_plateaus(curves) + slopes(group)
         if fraction == 50:
             claims += table1_reproduced(group) if horse10 else [lacking("e", "the dataset is not Horse-10")]
         rows += [{"dataset": dataset, "fraction": fraction} | row for row in claims]

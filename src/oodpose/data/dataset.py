@@ -2,11 +2,11 @@
 
 Every frame is resized by DeepLabCut's ``global_scale`` (0.8 in training; the test scale in
 evaluation, 1.0 by default as DeepLabCut evaluates) onto the top-left of a canvas (the cache's
-canvas times that scale, rounded up to 16 pixels) so that frames of different sizes batch together; evaluation divides
-predictions by the same factors. Training augments with a preset of `oodpose.data.augment`: the
-batch's scale jitter resizes the whole frame and its canvas grows with it. Each sample carries its
-own seed and its batch's seed, so a batch is the same whichever worker draws it and whether
-training was resumed or not.
+canvas times that scale, rounded up to 16 pixels) so that frames of different sizes batch
+together; evaluation divides predictions by the same factors. Training augments with a preset of
+`oodpose.data.augment`: the batch's scale jitter resizes the whole frame and its canvas grows with
+it. Each sample carries its own seed and its batch's seed, so a batch is the same whichever worker
+draws it and whether training was resumed or not.
 """
 
 from __future__ import annotations
