@@ -79,16 +79,18 @@ def bare_step(
     channels_last: bool = True,
     compile: bool = False,
     amp: bool = True,
+    cuda_graphs: bool = False,
 ):
-    """One bare training step as a function: the training loop's own `train_step` (forward, targets, loss,
-    backward, Adam) on one batch of 8 already on `device`, without data loading, logging or snapshots."""
+    """One bare training step as a function: the training loop's own step (forward, targets, loss, backward,
+    Adam; replayed from a CUDA graph with `cuda_graphs`) on one batch of 8 already on `device`, without data
+    loading, logging or snapshots."""
     from oodpose.data.cache import Cache
     from oodpose.data.dataset import PoseDataset
     from oodpose.settings import TrainConfig
-    from oodpose.train import build_run, train_step
+    from oodpose.train import build_run, set_learning_rate, step_function
 
-    cfg = TrainConfig(str(cache_path), "", backbone, init, device=device, threads=threads, compile=compile, amp=amp)
-    cfg = cfg.resolved()
+    options = dict(device=device, threads=threads, compile=compile, amp=amp, cuda_graphs=cuda_graphs)
+    cfg = TrainConfig(str(cache_path), "", backbone, init, **options).resolved()
     cache = Cache(cache_path)
     run = build_run(cfg, len(cache.bodyparts))
     fmt = torch.channels_last if channels_last else torch.contiguous_format
@@ -97,7 +99,9 @@ def bare_step(
     images, keypoints, scales, _ = next(iter(torch.utils.data.DataLoader(dataset, batch_size=8)))
     images = images.to(run.rt.device).contiguous(memory_format=fmt)
     batch = (images, keypoints.to(run.rt.device), scales.to(run.rt.device))
-    return lambda: train_step(run, batch, cfg.ilr, cfg)
+    set_learning_rate(run, cfg.ilr)
+    step = step_function(run, cfg)
+    return lambda: step(*batch)
 
 
 def step_seconds(step, iterations: int) -> list[float]:

@@ -31,3 +31,12 @@ def test_benchmark_tiny_mode_prints_json(script, args):
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout)
     assert report["benchmark"] == script.removesuffix(".py") and "machine" in report
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="bench/gpu.py needs a CUDA GPU")
+def test_gpu_benchmark_tiny_mode_prints_json(tmp_path):
+    command = [sys.executable, str(BENCH / "gpu.py"), str(tmp_path), "--tiny", "--only", "graphs", "hours", "match"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=1200)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads(result.stdout)["benchmark"] == "gpu"

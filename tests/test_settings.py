@@ -105,7 +105,7 @@ def test_train_config_resolves_the_cell():
     scratch = settings.train_config(training, backbone="resnet50", init="scratch", ilr=0.1, cache="c", out="o")
     assert (scratch.iterations, scratch.curve_iterations, scratch.ilr, scratch.cycles) == (90, (), 0.1, 3)
     assert {"amp", "compile", "ilr", "iterations", "seed"} <= set(settings.result_settings(scratch))
-    assert not {"cache", "out", "threads", "device"} & set(settings.result_settings(scratch))
+    assert not {"cache", "out", "threads", "device", "cuda_graphs"} & set(settings.result_settings(scratch))
 
 
 def test_synthetic_settings_take_the_datasets_split_keys():

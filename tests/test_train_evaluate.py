@@ -11,6 +11,7 @@ import torch
 from oodpose import train as train_module
 from oodpose.backbones import get_backbone
 from oodpose.cli import main
+from oodpose.cuda_graphs import GraphedStep
 from oodpose.data.cache import Cache
 from oodpose.data.dataset import PoseDataset
 from oodpose.device import cxx_compiler, runtime
@@ -141,6 +142,30 @@ def test_compiled_network_trains_like_the_eager_one(synthetic_cache, tmp_path):
     eager, compiled = (pd.read_csv(tmp_path / name / "train_log.csv") for name in ("eager", "compiled"))
     np.testing.assert_allclose(compiled["loss"], eager["loss"], rtol=1e-3)
     assert json.loads((tmp_path / "compiled" / "settings.json").read_text())["compile"] is True
+
+
+def test_cuda_graphs_fall_back_to_the_eager_step_off_cuda(synthetic_cache, tmp_path):
+    """On CPU the switch changes nothing: the same eager step, bit for bit, and a rerun never retrains for it."""
+    cell = config(synthetic_cache, tmp_path / "eager", iterations=4, snapshot_every=4)
+    eager = torch.load(train(cell), weights_only=False)["model"]
+    graphed = torch.load(
+        train(dataclasses.replace(cell, out=str(tmp_path / "on"), cuda_graphs=True)), weights_only=False
+    )
+    assert all(torch.equal(eager[k], graphed["model"][k]) for k in eager)
+    run = train_module.build_run(cell.resolved(), len(Cache(synthetic_cache).bodyparts))
+    assert not isinstance(train_module.step_function(run, dataclasses.replace(cell, cuda_graphs=True)), GraphedStep)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA GPU")
+def test_graphed_training_gives_the_eager_losses(synthetic_cache, tmp_path):
+    """Replayed steps run the eager loop's kernels: the same losses (rtol 1e-3), over the paper preset's several
+    canvas sizes (one graph each). Frozen batch norm (EfficientNet), as in the compile test."""
+    cell = config(synthetic_cache, tmp_path / "eager", iterations=60, snapshot_every=30, device="cuda",
+                  backbone="efficientnet_lite0", augmentation="paper")  # fmt: skip
+    train(cell)
+    train(dataclasses.replace(cell, out=str(tmp_path / "graphed"), cuda_graphs=True))
+    eager, replayed = (pd.read_csv(tmp_path / name / "train_log.csv") for name in ("eager", "graphed"))
+    np.testing.assert_allclose(replayed["loss"], eager["loss"], rtol=1e-3)
 
 
 def test_overfits_eight_frames(synthetic_cache):

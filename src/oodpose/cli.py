@@ -97,6 +97,7 @@ def add_train(s: argparse.ArgumentParser) -> None:
     s.add_argument("--input-normalisation", choices=NORMALISATIONS, help=f"default {TrainConfig.input_normalisation}")
     s.add_argument("--no-amp", dest="amp", action="store_false", help="full precision on CUDA")
     s.add_argument("--compile", action="store_true", help="torch.compile the network (slow warm-up)")
+    s.add_argument("--cuda-graphs", action="store_true", help="replay each step from a CUDA graph (bench/README.md)")
     s.add_argument("--weights", help="a .pth/.safetensors file of ImageNet weights for the backbone")
     s.add_argument("--backbones-table", help="the backbone table (default: the one the package ships)")
 

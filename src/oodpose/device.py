@@ -29,7 +29,8 @@ class Runtime:
     def autocast(self):
         if self.amp_dtype is None:
             return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+        # no cache of cast weights: a CUDA graph must recast them at every replay
+        return torch.autocast(self.device.type, dtype=self.amp_dtype, cache_enabled=False)
 
 
 def runtime(device: str = "auto", threads: int | None = None, workers: int | None = None, amp: bool = True) -> Runtime:

@@ -100,6 +100,7 @@ class TrainConfig:
     device: str = "auto"
     threads: int | None = None
     workers: int | None = None
+    cuda_graphs: bool = False  # replay each step from a CUDA graph (same kernels, one launch; oodpose.cuda_graphs)
     weights: str | None = None  # a file of ImageNet weights, instead of the table's source
     backbones_table: str = str(DEFAULT_TABLE)
 
@@ -129,7 +130,16 @@ class TrainConfig:
         )
 
 
-RUNTIME_FIELDS = ("cache", "out", "device", "threads", "workers", "weights", "backbones_table")
+RUNTIME_FIELDS = (
+    "cache",
+    "out",
+    "device",
+    "threads",
+    "workers",
+    "cuda_graphs",
+    "weights",
+    "backbones_table",
+)
 PATH_FIELDS = ("cache", "out", "weights", "backbones_table")
 
 

@@ -33,6 +33,7 @@ from tqdm import tqdm
 
 from oodpose.atomic import atomic_file, remove_stale_temporaries
 from oodpose.backbones import get_backbone
+from oodpose.cuda_graphs import GraphedStep
 from oodpose.data.cache import Cache
 from oodpose.data.dataset import PoseDataset
 from oodpose.device import Runtime, cxx_compiler, runtime
@@ -148,10 +149,15 @@ class Run:
     optimizer: torch.optim.Optimizer
     scaler: torch.amp.GradScaler
     rt: Runtime
+    lr: torch.Tensor | None  # on CUDA, the rate Adam reads on the device (a CUDA graph reads it there too)
 
 
 def build_run(cfg: TrainConfig, n_joints: int) -> Run:
-    """The network on its device in channels_last, Adam (fused on CUDA) and, for fp16, a loss scaler."""
+    """The network on its device in channels_last, Adam and, for fp16, a loss scaler.
+
+    On CUDA, Adam is fused and capturable, with its rate in a device tensor, in eager and graphed
+    loops alike, so that the two run the same arithmetic.
+    """
     rt = runtime(cfg.device, cfg.threads, cfg.workers, cfg.amp)
     if cfg.compile and rt.device.type == "cpu" and not shutil.which(cxx_compiler()):
         raise InputError(
@@ -161,21 +167,48 @@ def build_run(cfg: TrainConfig, n_joints: int) -> Run:
     backbone = get_backbone(cfg.backbone, cfg.backbones_table)
     model = build_model(backbone, n_joints, cfg.init, cfg.weights, cfg.seed, cfg.input_normalisation)
     model = model.to(rt.device, memory_format=torch.channels_last)
+    cuda = rt.device.type == "cuda"
+    lr = torch.tensor(cfg.ilr, dtype=torch.float32, device=rt.device) if cuda else None
     return Run(
         model=model,
         network=torch.compile(model, dynamic=False) if cfg.compile else model,  # one graph per canvas size
-        optimizer=torch.optim.Adam(model.parameters(), lr=cfg.ilr, fused=rt.device.type == "cuda"),
+        optimizer=torch.optim.Adam(model.parameters(), lr=cfg.ilr if lr is None else lr, fused=cuda, capturable=cuda),
         scaler=torch.amp.GradScaler(rt.device.type, enabled=rt.amp_dtype == torch.float16),
         rt=rt,
+        lr=lr,
     )
 
 
-def train_step(run: Run, batch: tuple[torch.Tensor, ...], lr: float, cfg: TrainConfig) -> torch.Tensor:
-    """One optimisation step on a batch (images, keypoints, frame scales) already on the device; returns
-    (loss, scoremap, locref) on the device."""
-    images, keypoints, scales = batch
+def step_function(run: Run, cfg: TrainConfig):
+    """`step(images, keypoints, scales) -> losses`: replayed from CUDA graphs where they apply, else eager.
+
+    Graphs need CUDA, an uncompiled network (torch.compile brings its own) and no fp16 loss scaler
+    (its skipped steps are decided on the host).
+    """
+
+    def step(images, keypoints, scales):
+        return train_step(run, (images, keypoints, scales), cfg)
+
+    if not (cfg.cuda_graphs and run.rt.device.type == "cuda"):
+        return step
+    if cfg.compile or run.scaler.is_enabled():
+        log.warning("CUDA graphs off: %s", "torch.compile is on" if cfg.compile else "fp16 needs a loss scaler")
+        return step
+    return GraphedStep(step)
+
+
+def set_learning_rate(run: Run, lr: float) -> None:
+    """Outside any graph: on CUDA into the device tensor Adam reads, else into the optimiser's groups."""
+    if run.lr is not None:
+        run.lr.fill_(lr)
     for group in run.optimizer.param_groups:
-        group["lr"] = lr
+        group["lr"] = lr if run.lr is None else run.lr  # a resumed optimiser brings its own copy
+
+
+def train_step(run: Run, batch: tuple[torch.Tensor, ...], cfg: TrainConfig) -> torch.Tensor:
+    """One optimisation step at the rate last set, on a batch (images, keypoints, frame scales) already on
+    the device; returns (loss, scoremap, locref) on the device."""
+    images, keypoints, scales = batch
     with run.rt.autocast():
         scoremap_logits, locref_pred = run.network(images)
     targets = make_targets(keypoints, scoremap_logits.shape[-2:], cfg.pos_dist_thresh * scales)
@@ -294,6 +327,7 @@ def train(config: TrainConfig) -> Path:
         prefetch_factor=4 if run.rt.workers else None,
     )
     # --- the loop
+    step = step_function(run, cfg)
     stop = StopRequest()
     pending: list[dict] = []
     run.model.train()
@@ -305,8 +339,8 @@ def train(config: TrainConfig) -> Path:
             # step
             lr = learning_rate(iteration, cfg.iterations, cfg.ilr, cfg.final_lr, cfg.cycles)
             images = images.to(run.rt.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
-            batch = (images, *(t.to(run.rt.device, non_blocking=True) for t in (keypoints, scales)))
-            losses = train_step(run, batch, lr, cfg)
+            set_learning_rate(run, lr)
+            losses = step(images, *(t.to(run.rt.device, non_blocking=True) for t in (keypoints, scales)))
             now = time.perf_counter()
             pending.append({"iteration": iteration, "lr": lr, "seconds": now - tick, "losses": losses})
             tick = now

@@ -12,6 +12,7 @@ with rule_log(snakemake.log[0], append=True):  # a resumed job keeps its history
             cache=snakemake.input.cache,
             out=snakemake.params.out,
             threads=snakemake.threads,
+            cuda_graphs=snakemake.config["training"]["cuda_graphs"],  # how it runs: not a rerun trigger
             weights=snakemake.input.weights[0] if snakemake.input.weights else None,
             backbones_table=snakemake.params.backbones_table,
         )
