@@ -211,6 +211,16 @@ def test_changing_a_training_switch_reruns_every_cell(run_copy, setting, value):
 
 
 @pytest.mark.slow
+def test_switching_cuda_graphs_retrains_nothing(run_copy):
+    """How a step is launched never changes a cell's result: the switch reaches the job outside its params."""
+    config = yaml.safe_load((run_copy / "config" / "test.yaml").read_text())
+    config["training"]["cuda_graphs"] = True
+    (run_copy / "config" / "graphed.yaml").write_text(yaml.safe_dump(config))
+    plan = snakemake(run_copy, "-n", "--configfile", "config/graphed.yaml").stdout
+    assert not planned_outputs(plan, "model.pt")
+
+
+@pytest.mark.slow
 def test_failing_cells_leave_a_partial_summary(run_copy):
     import pandas as pd
 
