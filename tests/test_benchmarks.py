@@ -40,3 +40,15 @@ def test_gpu_benchmark_tiny_mode_prints_json(tmp_path):
     result = subprocess.run(command, capture_output=True, text=True, timeout=1200)
     assert result.returncode == 0, result.stderr[-3000:]
     assert json.loads(result.stdout)["benchmark"] == "gpu"
+
+
+def test_demo_verdict_is_plain_json():
+    """A run within its time target compared numpy PCKs and crashed on printing them (numpy bool)."""
+    sys.path.insert(0, str(BENCH))
+    import numpy as np
+    from demo import verdict
+
+    cells = {"lite0/imagenet/1": {"within": np.float64(0.6), "ood": np.float64(0.1)}}
+    assert json.loads(json.dumps(verdict(800.0, cells)))["meets_target"] is True
+    cells["lite0/imagenet/2"] = {"within": np.float64(0.4), "ood": np.float64(0.1)}
+    assert json.loads(json.dumps(verdict(800.0, cells)))["meets_target"] is False

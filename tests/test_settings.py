@@ -38,6 +38,7 @@ def test_schema_defaults_are_the_settings_defaults():
     for defaults, instance in pairs:
         # `threads` in the config is the workflow's thread count per job; the library takes the job's
         library = {k: getattr(instance, k) for k in defaults if hasattr(instance, k) and k != "threads"}
+        library = {k: list(v) if isinstance(v, tuple) else v for k, v in library.items()}  # YAML has lists
         assert library == {k: v for k, v in defaults.items() if k in library}, type(instance).__name__
         assert library, f"no schema default is a field of {type(instance).__name__}"
     assert SCHEMA["properties"]["study"]["properties"]["inits"]["items"]["enum"] == list(INITS)
