@@ -96,6 +96,10 @@ def test_cli_train_builds_what_the_workflow_builds(monkeypatch):
     from_cli = captured(monkeypatch, "oodpose.train", "train", argv)
     assert from_cli == dataclasses.replace(workflow, threads=training["threads"])
     assert (from_cli.ilr, from_cli.final_lr, from_cli.cycles) == (5e-4, 5e-5, 3)  # the table's scratch schedule
+    assert (
+        not from_cli.cuda_graphs
+        and captured(monkeypatch, "oodpose.train", "train", [*argv, "--cuda-graphs"]).cuda_graphs
+    )
 
 
 def test_train_config_resolves_the_cell():

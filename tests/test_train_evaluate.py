@@ -145,7 +145,8 @@ def test_compiled_network_trains_like_the_eager_one(synthetic_cache, tmp_path):
 
 
 def test_cuda_graphs_fall_back_to_the_eager_step_off_cuda(synthetic_cache, tmp_path):
-    """On CPU the switch changes nothing: the same eager step, bit for bit, and a rerun never retrains for it."""
+    """On CPU the switch changes nothing: the same eager step, bit for bit (the workflow never retrains for it:
+    test_workflow.py)."""
     cell = config(synthetic_cache, tmp_path / "eager", iterations=4, snapshot_every=4)
     eager = torch.load(train(cell), weights_only=False)["model"]
     graphed = torch.load(

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import functools
 import json
 import logging
 import math
@@ -185,10 +186,7 @@ def step_function(run: Run, cfg: TrainConfig):
     Graphs need CUDA, an uncompiled network (torch.compile brings its own) and no fp16 loss scaler
     (its skipped steps are decided on the host).
     """
-
-    def step(images, keypoints, scales):
-        return train_step(run, (images, keypoints, scales), cfg)
-
+    step = functools.partial(train_step, run, cfg)
     if not (cfg.cuda_graphs and run.rt.device.type == "cuda"):
         return step
     if cfg.compile or run.scaler.is_enabled():
@@ -205,10 +203,11 @@ def set_learning_rate(run: Run, lr: float) -> None:
         group["lr"] = lr if run.lr is None else run.lr  # a resumed optimiser brings its own copy
 
 
-def train_step(run: Run, batch: tuple[torch.Tensor, ...], cfg: TrainConfig) -> torch.Tensor:
+def train_step(
+    run: Run, cfg: TrainConfig, images: torch.Tensor, keypoints: torch.Tensor, scales: torch.Tensor
+) -> torch.Tensor:
     """One optimisation step at the rate last set, on a batch (images, keypoints, frame scales) already on
     the device; returns (loss, scoremap, locref) on the device."""
-    images, keypoints, scales = batch
     with run.rt.autocast():
         scoremap_logits, locref_pred = run.network(images)
     targets = make_targets(keypoints, scoremap_logits.shape[-2:], cfg.pos_dist_thresh * scales)
