@@ -22,6 +22,7 @@ BENCH = Path(__file__).resolve().parents[1] / "bench"
         ("eval_throughput.py", ["--tiny"]),
         ("data.py", ["--tiny"]),
         ("demo.py", ["--tiny"]),
+        ("demo.py", ["--tiny", "--config", "config/laptop.yaml"]),
         ("workflow_dag.py", ["--repeats", "1"]),
         ("backbone_estimates.py", ["convnext_atto", "vit_small_patch16"]),
     ],
@@ -49,6 +50,6 @@ def test_demo_verdict_is_plain_json():
     from demo import verdict
 
     cells = {"lite0/imagenet/1": {"within": np.float64(0.6), "ood": np.float64(0.1)}}
-    assert json.loads(json.dumps(verdict(800.0, cells)))["meets_target"] is True
+    assert json.loads(json.dumps(verdict(800.0, cells, 900, 0.5)))["meets_target"] is True
     cells["lite0/imagenet/2"] = {"within": np.float64(0.4), "ood": np.float64(0.1)}
-    assert json.loads(json.dumps(verdict(800.0, cells)))["meets_target"] is False
+    assert json.loads(json.dumps(verdict(800.0, cells, 900, 0.5)))["meets_target"] is False
