@@ -5,14 +5,20 @@ Targets, at each pretrained cell's last iteration:
 - config/demo.yaml: <= 15 min wall, within-domain PCK@0.3 >= 0.5;
 - config/laptop.yaml: <= 2 h wall, within-domain PCK@0.3 >= 0.8.
 
-python bench/demo.py [--config C] [--tiny] [--keep DIR]   # --tiny: a dry run (plans the jobs, runs none, for CI)
-                                                          # --keep: run in DIR and keep its results/
+python bench/demo.py [--config C] [--tiny] [--keep DIR] [--publish DEST]
+  --tiny: a dry run (plans the jobs, runs none, for CI)
+  --keep: run in DIR and keep its results/
+  --publish: copy the run's Figure 4/5A, Figure 5B and findings.md into DEST with this report (run.json),
+             e.g. docs/laptop/ for the README's laptop study
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shlex
+import shutil
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -20,8 +26,11 @@ from pathlib import Path
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import machine, timed_snakemake, workflow_dir  # noqa: E402
+from common import REPO, machine, timed_snakemake, workflow_dir  # noqa: E402
 
+from oodpose.atomic import atomic_file  # noqa: E402
+
+PUBLISHED = ("figures/figure4_5a.png", "figures/figure5b.png", "findings.md")  # under results/synthetic/summary
 TARGETS = {"config/demo.yaml": (900, 0.5), "config/laptop.yaml": (7200, 0.8)}  # wall s, pretrained within PCK
 
 
@@ -34,15 +43,30 @@ def final_pck(workdir: Path) -> dict[str, dict[str, float]]:
     return {"/".join(map(str, key)): {"within": r["test_within"], "ood": r["test_ood"]} for key, r in table.iterrows()}
 
 
-def main(config: str, tiny: bool, keep: str | None) -> dict:
+def main(config: str, tiny: bool, keep: str | None, publish_to: str | None) -> dict:
     dry_run = ["-n"] if tiny else []
+    commit = subprocess.run(["git", "-C", str(REPO), "describe", "--always", "--dirty"], capture_output=True, text=True)
+    about = {"benchmark": "demo", "machine": machine(), "config": config, "dry_run": tiny}
+    about |= {"commit": commit.stdout.strip(), "command": shlex.join(["python", *sys.argv])}
     with tempfile.TemporaryDirectory() as tmp:
         workdir = workflow_dir(Path(keep or tmp))
         seconds = timed_snakemake(workdir, "--cores", "2", "--configfile", config, *dry_run)
         cells = {} if tiny else final_pck(workdir)
-    return {"benchmark": "demo", "machine": machine(), "config": config, "dry_run": tiny} | verdict(
-        seconds, cells, *TARGETS[config]
-    )
+        report = about | verdict(seconds, cells, *TARGETS[config])
+        if publish_to and not tiny:
+            publish(workdir, report, Path(publish_to))
+    return report
+
+
+def publish(workdir: Path, report: dict, dest: Path) -> None:
+    """Copy the figures and findings the README shows, with the report that says how they were made, so
+    they are regenerated together whenever the results change."""
+    summary = workdir / "results" / "synthetic" / "summary"
+    for name in PUBLISHED:
+        with atomic_file(dest / Path(name).name) as tmp:
+            shutil.copyfile(summary / name, tmp)
+    with atomic_file(dest / "run.json") as tmp:
+        Path(tmp).write_text(json.dumps(report, indent=2) + "\n")
 
 
 def verdict(seconds: float, cells: dict[str, dict[str, float]], target_s: float, target_pck: float) -> dict:
@@ -64,5 +88,6 @@ if __name__ == "__main__":
     parser.add_argument("--config", default="config/demo.yaml", choices=sorted(TARGETS), help="the study to run")
     parser.add_argument("--tiny", action="store_true", help="dry run: plan the jobs, run none (CI)")
     parser.add_argument("--keep", help="run in this folder and keep its results")
+    parser.add_argument("--publish", help="copy the README's figures and findings, and this report, here")
     args = parser.parse_args()
-    print(json.dumps(main(args.config, args.tiny, args.keep), indent=2))
+    print(json.dumps(main(args.config, args.tiny, args.keep, args.publish), indent=2))

@@ -53,3 +53,24 @@ def test_demo_verdict_is_plain_json():
     assert json.loads(json.dumps(verdict(800.0, cells, 900, 0.5)))["meets_target"] is True
     cells["lite0/imagenet/2"] = {"within": np.float64(0.4), "ood": np.float64(0.1)}
     assert json.loads(json.dumps(verdict(800.0, cells, 900, 0.5)))["meets_target"] is False
+
+
+def test_publish_copies_the_readme_figures_with_their_report(tmp_path):
+    """The README's laptop-study figures and findings are copied together with the run that made them."""
+    sys.path.insert(0, str(BENCH))
+    from demo import PUBLISHED, publish
+
+    summary = tmp_path / "run" / "results" / "synthetic" / "summary"
+    for name in PUBLISHED:
+        (summary / name).parent.mkdir(parents=True, exist_ok=True)
+        (summary / name).write_text(f"content of {name}")
+    publish(tmp_path / "run", {"wall_s": 1.0, "commit": "abc1234"}, tmp_path / "docs")
+    assert (tmp_path / "docs" / "findings.md").read_text() == "content of findings.md"
+    assert (tmp_path / "docs" / "figure5b.png").read_text() == "content of figures/figure5b.png"
+    assert json.loads((tmp_path / "docs" / "run.json").read_text())["commit"] == "abc1234"
+    assert sorted(p.name for p in (tmp_path / "docs").iterdir()) == [
+        "figure4_5a.png",
+        "figure5b.png",
+        "findings.md",
+        "run.json",
+    ]
