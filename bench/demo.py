@@ -30,13 +30,14 @@ from common import REPO, machine, timed_snakemake, workflow_dir  # noqa: E402
 
 from oodpose.atomic import atomic_file  # noqa: E402
 
-PUBLISHED = ("figures/figure4_5a.png", "figures/figure5b.png", "findings.md")  # under results/synthetic/summary
+SUMMARY = Path("results", "synthetic", "summary")  # the study's summary, in the run's folder
+PUBLISHED = ("figures/figure4_5a.png", "figures/figure5b.png", "findings.md")  # under SUMMARY
 TARGETS = {"config/demo.yaml": (900, 0.5), "config/laptop.yaml": (7200, 0.8)}  # wall s, pretrained within PCK
 
 
 def final_pck(workdir: Path) -> dict[str, dict[str, float]]:
     """Each cell's final PCK@0.3 within domain and out of domain, by 'backbone/init/split'."""
-    metrics = pd.read_csv(workdir / "results" / "synthetic" / "summary" / "metrics.csv")
+    metrics = pd.read_csv(workdir / SUMMARY / "metrics.csv")
     metrics = metrics[(metrics["bodypart"] == "all") & metrics["set"].isin(["test_within", "test_ood"])]
     last = metrics[metrics["iteration"] == metrics.groupby(["backbone", "init", "split"])["iteration"].transform("max")]
     table = last.pivot_table(index=["backbone", "init", "split"], columns="set", values="pck").round(3)
@@ -61,10 +62,9 @@ def main(config: str, tiny: bool, keep: str | None, publish_to: str | None) -> d
 def publish(workdir: Path, report: dict, dest: Path) -> None:
     """Copy the figures and findings the README shows, with the report that says how they were made, so
     they are regenerated together whenever the results change."""
-    summary = workdir / "results" / "synthetic" / "summary"
     for name in PUBLISHED:
         with atomic_file(dest / Path(name).name) as tmp:
-            shutil.copyfile(summary / name, tmp)
+            shutil.copyfile(workdir / SUMMARY / name, tmp)
     with atomic_file(dest / "run.json") as tmp:
         Path(tmp).write_text(json.dumps(report, indent=2) + "\n")
 
