@@ -58,9 +58,9 @@ def test_demo_verdict_is_plain_json():
 def test_publish_copies_the_readme_figures_with_their_report(tmp_path):
     """The README's laptop-study figures and findings are copied together with the run that made them."""
     sys.path.insert(0, str(BENCH))
-    from demo import PUBLISHED, publish
+    from demo import PUBLISHED, SUMMARY, publish
 
-    summary = tmp_path / "run" / "results" / "synthetic" / "summary"
+    summary = tmp_path / "run" / SUMMARY
     for name in PUBLISHED:
         (summary / name).parent.mkdir(parents=True, exist_ok=True)
         (summary / name).write_text(f"content of {name}")
