@@ -9,7 +9,7 @@ python bench/demo.py [--config C] [--tiny] [--keep DIR] [--publish DEST]
   --tiny: a dry run (plans the jobs, runs none, for CI)
   --keep: run in DIR and keep its results/
   --publish: copy the run's Figure 4/5A, Figure 5B and findings.md into DEST with this report (run.json),
-             e.g. docs/laptop/ for the README's laptop study
+             e.g. docs/laptop/ for the README's laptop study (not with --tiny, which has no figures)
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ def main(config: str, tiny: bool, keep: str | None, publish_to: str | None) -> d
         seconds = timed_snakemake(workdir, "--cores", "2", "--configfile", config, *dry_run)
         cells = {} if tiny else final_pck(workdir)
         report = about | verdict(seconds, cells, *TARGETS[config])
-        if publish_to and not tiny:
+        if publish_to:
             publish(workdir, report, Path(publish_to))
     return report
 
@@ -90,4 +90,6 @@ if __name__ == "__main__":
     parser.add_argument("--keep", help="run in this folder and keep its results")
     parser.add_argument("--publish", help="copy the README's figures and findings, and this report, here")
     args = parser.parse_args()
+    if args.publish and args.tiny:
+        parser.error(f"--publish {args.publish}: a --tiny dry run has no figures to publish; drop one of the two")
     print(json.dumps(main(args.config, args.tiny, args.keep, args.publish), indent=2))

@@ -74,3 +74,11 @@ def test_publish_copies_the_readme_figures_with_their_report(tmp_path):
         "findings.md",
         "run.json",
     ]
+
+
+def test_publish_refuses_a_dry_run():
+    """A dry run has no figures: asking it to publish is refused by name, before anything runs or is written."""
+    command = [sys.executable, str(BENCH / "demo.py"), "--tiny", "--publish", "docs/nowhere"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "--publish docs/nowhere" in result.stderr and result.stdout == ""
+    assert not (BENCH.parent / "docs" / "nowhere").exists()
