@@ -36,13 +36,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from common import bare_step, machine, synthetic_cache, train_seconds  # noqa: E402
 
+from oodpose import paper  # noqa: E402
 from oodpose.atomic import atomic_file  # noqa: E402
 from oodpose.evaluate import evaluate  # noqa: E402
 
 PARTS = ["graphs", "hours", "match", "cells", "loader", "compile"]
-PAPER = ["mobilenetv2_035", "mobilenetv2_050", "mobilenetv2_075", "mobilenetv2_100", "resnet50", "resnet101"] + [
-    f"efficientnet_b{i}" for i in range(7)
-]
+PAPER = list(paper.BACKBONES)
 FAMILY_PROBES = {"mobilenetv2": "mobilenetv2_035", "resnet": "resnet50", "efficientnet": "efficientnet_b3"}
 CELLS = [2, 4, 8]
 WINDOW_S = 4.0  # seconds every packed process steps in, all at once

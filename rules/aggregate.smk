@@ -28,7 +28,8 @@ rule aggregate:
     conda:
         "../envs/oodpose.yaml"
     params:
-        cells=lambda wildcards: study_cells(wildcards.dataset),
+        cells=lambda wildcards: study_cell_table(wildcards.dataset),
         horse10=lambda wildcards: is_horse10(wildcards.dataset),
+        backbones=study_backbone_metadata(),  # from the table as it is now: a corrected top-1 reruns this
     script:
         "../workflow/scripts/aggregate.py"

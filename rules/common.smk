@@ -9,7 +9,7 @@ import yaml
 from snakemake.logging import logger
 from snakemake.utils import validate
 
-from oodpose.backbones import FETCHED_SOURCES, load_backbones
+from oodpose.backbones import FETCHED_SOURCES, backbone_metadata, load_backbones
 from oodpose.data.cache import dataset_files
 from oodpose.data.horse10 import BENCHMARK_FILES
 from oodpose.data.splits import official_split_files
@@ -21,7 +21,7 @@ from oodpose.settings import (
     synthetic_settings,
     train_config,
 )
-from oodpose.study import CELL_DIR, DATASET_NAME, INITS, cell_dir
+from oodpose.study import CELL_DIR, DATASET_NAME, INITS, PRETRAINED, Cell
 
 check_config(
     config, yaml.safe_load(Path(workflow.basedir, "config", "schema.yaml").read_text())
@@ -79,32 +79,40 @@ DOWNLOADS = [
 
 
 def study_cells(dataset):
-    """The study's cells of one dataset, one row per cell."""
-    return pd.DataFrame(
-        [
-            dict(dataset=dataset, backbone=b, init=i, split=s, fraction=f)
-            for b in STUDY["backbones"]
-            for i in STUDY["inits"]
-            for s in STUDY["splits"]
-            for f in STUDY["fractions"]
-        ]
-    )
+    """The study's cells of one dataset."""
+    return [
+        Cell(dataset, b, i, s, f)
+        for b in STUDY["backbones"]
+        for i in STUDY["inits"]
+        for s in STUDY["splits"]
+        for f in STUDY["fractions"]
+    ]
+
+
+def study_cell_table(dataset):
+    """The study's cells of one dataset, one row per cell (what the summary expects)."""
+    return pd.DataFrame([cell.as_dict() for cell in study_cells(dataset)])
 
 
 def summary_cells(wildcards):
     """The cells a summary covers: all of the study's, or for a partial summary those with metrics."""
-    cells = study_cells(wildcards.dataset).to_dict("records")
+    cells = study_cells(wildcards.dataset)
     if wildcards.summary == "partial_summary":
         metrics = rules.evaluate.output.metrics
-        cells = [cell for cell in cells if os.path.exists(expand(metrics, **cell)[0])]
+        cells = [c for c in cells if os.path.exists(expand(metrics, **c.as_dict())[0])]
     return cells
 
 
 def summary_inputs(pattern):
     """An input function: `pattern` (a rule's output) for every cell of the summary, in `summary_cells` order."""
     return lambda wildcards: [
-        expand(pattern, **cell)[0] for cell in summary_cells(wildcards)
+        expand(pattern, **cell.as_dict())[0] for cell in summary_cells(wildcards)
     ]
+
+
+def study_backbone_metadata():
+    """The study's backbones' ImageNet top-1, family and group, which the statistics read at aggregation."""
+    return backbone_metadata(BACKBONES[name] for name in STUDY["backbones"])
 
 
 def study_outputs(summary="summary"):
@@ -136,7 +144,7 @@ def cell_train_config(wildcards):
         split=wildcards.split,
         fraction=wildcards.fraction,
         cache=expand(rules.prepare.output[0], dataset=wildcards.dataset)[0],
-        out=cell_dir(**dict(wildcards.items())),
+        out=Cell.of(wildcards).folder,
         backbones_table=config["backbones_table"],
     )
 
@@ -154,7 +162,7 @@ def backbone_architecture(wildcards):
 
 def weights_input(wildcards):
     """The ImageNet weights file a pretrained cell trains from: the user's, or the project's fetched copy."""
-    if wildcards.init != "imagenet":
+    if wildcards.init != PRETRAINED:
         return []
     user = config["weights"].get(wildcards.backbone)
     if user:
@@ -210,7 +218,7 @@ def check_study():
                 f"study backbone {name!r} is not in {config['backbones_table']}; valid: {', '.join(BACKBONES)}"
             )
         if (
-            "imagenet" in STUDY["inits"]
+            PRETRAINED in STUDY["inits"]
             and BACKBONES[name].weights == "none"
             and name not in config["weights"]
         ):

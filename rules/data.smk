@@ -32,7 +32,7 @@ rule prepare:
     threads: 2
     params:
         settings=lambda wildcards: asdict(
-            dataset_settings(dataset_config(wildcards.dataset), STUDY["fractions"])
+            dataset_settings(dataset_config(wildcards.dataset))
         ),
     script:
         "../workflow/scripts/prepare.py"

@@ -34,7 +34,7 @@ rule figures:
     conda:
         "../envs/oodpose.yaml"
     params:
-        cells=lambda wildcards: study_cells(wildcards.dataset),
-        summary_cells=summary_cells,
+        cells=lambda wildcards: study_cell_table(wildcards.dataset),
+        summary_cells=lambda wildcards: [c.as_dict() for c in summary_cells(wildcards)],
     script:
         "../workflow/scripts/figures.py"

@@ -3,9 +3,15 @@ import pandas as pd
 import pytest
 
 from oodpose import analysis, figures
+from oodpose.aggregate import with_backbones
+from oodpose.errors import InputError
 from oodpose.study import CELL, SETS
 
 TOP1 = {"mobilenetv2_035": 60.3, "resnet50": 76.13, "efficientnet_b0": 77.1, "efficientnet_b6": 84.0}
+
+
+def metadata(top1: dict[str, float]) -> list[dict]:
+    return [dict(backbone=b, imagenet_top1=t, family="x", backbones="paper") for b, t in top1.items()]
 
 
 def metrics_table(slope=-0.01, noise=0.0, seed=0) -> pd.DataFrame:
@@ -22,10 +28,20 @@ def metrics_table(slope=-0.01, noise=0.0, seed=0) -> pd.DataFrame:
                             error *= 2 if iteration == 100 else 1
                             for bodypart in ("Nose", "all"):
                                 rows.append(dict(dataset="toy", backbone=backbone, init=init, split=split,
-                                                 fraction=fraction, imagenet_top1=top1, iteration=iteration,
+                                                 fraction=fraction, iteration=iteration,
                                                  set=set_, bodypart=bodypart, n=10, pixel_error=error * 20,
                                                  normalised_error=error, pck=1 - error / 2))  # fmt: skip
-    return pd.DataFrame(rows)
+    return with_backbones(pd.DataFrame(rows), metadata(TOP1))
+
+
+def test_the_statistics_take_top1_from_the_current_table_not_from_the_cells():
+    stale = metrics_table(slope=-0.01).assign(imagenet_top1=50.0)  # a copy a cell once carried
+    corrected = with_backbones(stale, metadata(TOP1 | {"resnet50": 80.0}))
+    assert set(corrected.loc[corrected["backbone"] == "resnet50", "imagenet_top1"]) == {80.0}
+    table = analysis.table1(corrected).set_index("backbone")
+    assert table.loc["resnet50", "imagenet_top1"] == 80.0
+    with pytest.raises(InputError, match=r"backbones \['resnet50'\] have no row in the backbone table"):
+        with_backbones(stale, metadata({b: t for b, t in TOP1.items() if b != "resnet50"}))
 
 
 def test_regression_recovers_a_known_slope():
@@ -72,7 +88,8 @@ def test_a_study_without_pretrained_cells_has_an_empty_table1():
 
 
 def test_added_backbones_are_fitted_with_the_paper_ones_and_apart():
-    metrics = pd.concat([metrics_table(), metrics_table().assign(backbone=lambda d: d["backbone"] + "_new")])
+    added = metrics_table().assign(backbone=lambda d: d["backbone"] + "_new", backbones="added")
+    metrics = pd.concat([metrics_table(), added])
     table = analysis.regressions(metrics)
     assert set(table["backbones"]) == {"all", "paper", "added"}
     counts = table.groupby("backbones")["n_backbones"].max()

@@ -279,7 +279,7 @@ TRAIN = ["train", "cache", "out", "--backbone", "resnet50"]
         ([*TRAIN, "--batch-size", "0"], "batch_size: 0 is less than the minimum of 1"),
         ([*TRAIN, "--snapshot-every", "0"], "snapshot_every: 0 is less than the minimum of 1"),
         (["prepare", "d", "o", "--n-splits", "0"], "n_splits: 0 is less than the minimum of 1"),
-        (["prepare", "d", "o", "--fractions", "5,80"], "fractions: 80 is greater than the maximum of 50"),
+        ([*TRAIN, "--fraction", "80"], "fraction: 80 is greater than the maximum of 50"),
     ],
 )  # fmt: skip
 def test_cli_refuses_what_the_schema_refuses(argv, message, capsys):

@@ -78,11 +78,9 @@ def test_cli_prepare_builds_what_the_workflow_builds(monkeypatch):
     assert from_cli == settings.dataset_settings({}) == DatasetSettings()
     assert from_cli.scale_bodyparts is None  # auto-detected, as in the workflow
     argv = ["prepare", "d", "o", "--labels", "c.json", "--individuals", "i.csv", "--scale-bodyparts", "A", "B",
-            "--fractions", "10,50", "--n-splits", "2"]  # fmt: skip
+            "--n-splits", "2"]  # fmt: skip
     config = {"labels": "c.json", "individuals": "i.csv", "scale_bodyparts": ["A", "B"], "n_splits": 2}
-    assert captured(monkeypatch, "oodpose.data.cache", "prepare_cache", argv) == settings.dataset_settings(
-        config, [10, 50]
-    )
+    assert captured(monkeypatch, "oodpose.data.cache", "prepare_cache", argv) == settings.dataset_settings(config)
 
 
 def test_cli_train_builds_what_the_workflow_builds(monkeypatch):

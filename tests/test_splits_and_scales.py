@@ -4,7 +4,7 @@ import pytest
 
 from oodpose.data.labels import Labels, read_labels
 from oodpose.data.scales import frame_scales, individual_scales
-from oodpose.data.splits import add_fractions, make_splits, official_split_files, read_official_splits
+from oodpose.data.splits import make_splits, official_split_files, read_official_splits, training_subset
 from oodpose.errors import InputError
 
 OFFICIAL_SIZES = {1: (1470, 1459, 5185), 2: (1564, 1432, 5118), 3: (1386, 1329, 5399)}
@@ -58,27 +58,29 @@ def toy_labels(n_individuals=6, frames_each=20, seed=0) -> Labels:
 def test_generated_splits_properties():
     labels = toy_labels()
     base = make_splits(labels, n_splits=3, n_train_individuals=2, seed=7)
-    table = add_fractions(base, labels, [5, 50], seed=7)
-    assert table.equals(add_fractions(make_splits(labels, 3, 2, 7), labels, [5, 50], 7))
+    assert base.equals(make_splits(labels, 3, 2, 7))
     individual = dict(zip(labels.frames["frame"], labels.frames["individual"]))
-    for (split, fraction), cell in table.groupby(["split", "fraction"]):
+    for _, cell in base.groupby("split"):
         roles = {r: set(cell.loc[cell["role"] == r, "frame"]) for r in ("train", "test_within", "test_ood")}
         assert not (roles["train"] & roles["test_within"]) and not (roles["train"] & roles["test_ood"])
-        assert set().union(*roles.values()) <= set(labels.frames["frame"])
+        assert set().union(*roles.values()) == set(labels.frames["frame"])
         train_ids = {individual[f] for f in roles["train"]}
         assert train_ids.isdisjoint({individual[f] for f in roles["test_ood"]})
-        assert {individual[f] for f in roles["test_within"]} <= {"h0", "h1", "h2", "h3", "h4", "h5"} - {
-            individual[f] for f in roles["test_ood"]
-        }
-        if fraction == 50:
-            assert len(roles["train"]) == 20  # half of 2 individuals x 20 frames
-        else:
-            assert len(roles["train"]) == round(0.05 * 40)
-            full = set(
-                table[(table["split"] == split) & (table["fraction"] == 50) & (table["role"] == "train")]["frame"]
-            )
-            assert roles["train"] <= full
+        assert {individual[f] for f in roles["test_within"]} == train_ids
+        assert len(roles["train"]) == 20  # half of 2 individuals x 20 frames
     assert base.groupby("split").apply(lambda t: frozenset(t[t.role == "train"].frame)).nunique() > 1
+
+
+def test_smaller_fractions_are_nested_seeded_per_split_and_need_no_other_fraction():
+    train = np.arange(100, 140)
+    five = training_subset(train, 80, split=2, fraction=5, seed=7)
+    ten = training_subset(train, 80, split=2, fraction=10, seed=7)
+    assert len(five) == round(0.05 * 80) and len(ten) == 8 and set(five) <= set(ten) <= set(train)
+    assert np.array_equal(five, training_subset(train, 80, 2, 5, 7))  # a pure function of split, fraction, seed
+    assert not np.array_equal(five, training_subset(train, 80, 3, 5, 7))
+    assert np.array_equal(training_subset(train, 80, 2, 50, 7), train)
+    with pytest.raises(InputError, match="training fraction 80 is outside"):
+        training_subset(train, 80, 2, 80, 7)
 
 
 def test_too_many_training_individuals():

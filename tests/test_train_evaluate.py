@@ -234,7 +234,9 @@ def test_cli_train_and_evaluate_write_deeplabcut_outputs(synthetic_cache, tmp_pa
     )
     metrics = evaluate(out, synthetic_cache, out / "predictions.h5", out / "metrics.csv", device="cpu")
     assert set(metrics["iteration"]) == {2, 4} and set(metrics["set"]) == {"train", "test_within", "test_ood"}
-    assert set(metrics.columns) >= {"backbone", "init", "split", "fraction", "imagenet_top1", "pck", "normalised_error"}
+    assert set(metrics.columns) >= {"backbone", "init", "split", "fraction", "pck", "normalised_error"}
+    assert "imagenet_top1" not in metrics  # backbone metadata is joined at aggregation, from the current table
+    assert "imagenet_top1" not in json.loads((out / "settings.json").read_text())
     predictions = pd.read_hdf(out / "predictions.h5")
     assert predictions.columns.names == ["scorer", "bodyparts", "coords"]
     assert predictions.columns.get_level_values(0)[0] == "synthetic"

@@ -122,6 +122,20 @@ def test_schema_rejects_bad_config(workdir):
     )
 
 
+def test_a_study_that_grows_keeps_its_prepared_cache(workdir):
+    """The cache holds the dataset's splits at 50 %: adding a fraction, split or backbone prepares nothing again."""
+    config = yaml.safe_load((workdir / "config" / "test.yaml").read_text())
+    config["study"] |= {"backbones": ["efficientnet_lite0"], "splits": [1], "fractions": [50]}
+    (workdir / "small.yaml").write_text(yaml.safe_dump(config))
+    snakemake(workdir, "results/synthetic/cache", "--cores", "1", "--configfile", "small.yaml")
+    config["study"] |= {"backbones": ["efficientnet_lite0", "efficientnet_lite1"], "splits": [1, 2],
+                        "fractions": [5, 50]}  # fmt: skip
+    (workdir / "grown.yaml").write_text(yaml.safe_dump(config))
+    counts = job_counts(snakemake(workdir, "-n", "--quiet", "rules", "--configfile", "grown.yaml").stdout)
+    assert "prepare" not in counts and "synthesize" not in counts
+    assert counts["train"] == n_cells(config)  # none trained yet: every cell, on the cache as it is
+
+
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory) -> Path:
     """config/test.yaml run end to end, once for the tests below; tests that change it take `run_copy`."""
@@ -198,6 +212,35 @@ def test_changing_one_backbone_rate_reruns_only_its_cells(run_copy):
     retrained = planned_outputs(plan, "model.pt")
     assert retrained and all("/efficientnet_lite1/imagenet/" in p for p in retrained)
     assert len(retrained) == 2  # two splits, one fraction
+
+
+@pytest.mark.slow
+def test_adding_a_fraction_trains_only_the_new_cells(run_copy):
+    config = yaml.safe_load((run_copy / "config" / "test.yaml").read_text())
+    config["study"]["fractions"] = [5, 50]
+    (run_copy / "config" / "fractions.yaml").write_text(yaml.safe_dump(config))
+    plan = snakemake(run_copy, "-n", "--configfile", "config/fractions.yaml").stdout
+    retrained = planned_outputs(plan, "model.pt")
+    assert len(retrained) == n_cells(config) // 2 and all(p.endswith("_frac5/model.pt") for p in retrained)
+    assert "rule prepare:" not in plan
+
+
+@pytest.mark.slow
+def test_a_corrected_imagenet_top1_reaches_the_statistics_and_retrains_nothing(run_copy):
+    import pandas as pd
+
+    table_path = run_copy / "config" / "backbones.tsv"
+    table = pd.read_csv(table_path, sep="\t")
+    table.loc[table["name"] == "efficientnet_lite1", "imagenet_top1"] = 90.0
+    table.to_csv(table_path, sep="\t", index=False)
+    result = snakemake(run_copy, "--cores", "2", "--configfile", "config/test.yaml")
+    counts = job_counts(result.stdout + result.stderr)
+    assert counts.get("aggregate") == 1 and "train" not in counts and "evaluate" not in counts
+    summary = run_copy / "results" / "synthetic" / "summary"
+    table1 = pd.read_csv(summary / "table1.csv").set_index("backbone")
+    assert table1.loc["efficientnet_lite1", "imagenet_top1"] == 90.0
+    metrics = pd.read_csv(summary / "metrics.csv")
+    assert set(metrics.loc[metrics["backbone"] == "efficientnet_lite1", "imagenet_top1"]) == {90.0}
 
 
 @pytest.mark.slow

@@ -1,7 +1,9 @@
 """Turn the cells' metrics into the paper's results: summaries, regressions, paired tests, Table 1.
 
 Everything works on the long table that evaluation writes (one row per cell, iteration, set and
-bodypart); 'final' means each cell's last iteration, and cell-level numbers use bodypart 'all'.
+bodypart), joined to the backbone table's metadata (`oodpose.aggregate.with_backbones`: ImageNet top-1,
+family, and whether the paper studied it); 'final' means each cell's last iteration, and cell-level
+numbers use bodypart 'all'.
 """
 
 from __future__ import annotations
@@ -11,22 +13,13 @@ import pandas as pd
 import statsmodels.api as sm
 from scipy import stats
 
-from oodpose.study import CELL, backbone_group
+from oodpose import paper
+from oodpose.study import CELL, OOD, PRETRAINED, SCRATCH, WITHIN
 
 METRICS = ["normalised_error", "pck"]
 REGRESSION_COLUMNS = ["dataset", "backbones", "init", "fraction", "set", "metric", "n_backbones", "slope",
                       "intercept", "r2", "p_value", "slope_ci_low", "slope_ci_high", "slope_percent_per_point",
                       "ci_low_percent_per_point", "ci_high_percent_per_point"]  # fmt: skip
-# The paper's regressions of normalised error on ImageNet top-1 (pretrained, 50% data), in % per ImageNet point.
-PAPER_SLOPES = {"test_ood": -0.93, "test_within": -0.33}
-# Table 1 of the paper: average PCK@0.3 (%) within domain / out of domain, pretrained, 50% data.
-PAPER_TABLE1 = {
-    "mobilenetv2_035": (95.2, 63.5), "mobilenetv2_050": (97.1, 70.4), "mobilenetv2_075": (97.8, 73.0),
-    "mobilenetv2_100": (98.8, 77.6), "resnet50": (99.8, 81.3), "resnet101": (99.9, 84.3),
-    "efficientnet_b0": (99.9, 81.6), "efficientnet_b1": (99.9, 84.5), "efficientnet_b2": (99.9, 84.3),
-    "efficientnet_b3": (99.9, 86.6), "efficientnet_b4": (99.9, 86.9), "efficientnet_b5": (99.9, 87.7),
-    "efficientnet_b6": (99.9, 88.4),
-}  # fmt: skip
 
 
 def final(metrics: pd.DataFrame) -> pd.DataFrame:
@@ -46,7 +39,7 @@ def missing_cells(expected: pd.DataFrame, metrics: pd.DataFrame) -> pd.DataFrame
 def summary(metrics: pd.DataFrame) -> pd.DataFrame:
     """Per dataset, backbone, init, fraction and set: mean and SEM across splits."""
     table = final(metrics)
-    keys = ["dataset", "backbone", "imagenet_top1", "init", "fraction", "set"]
+    keys = ["dataset", "backbone", "imagenet_top1", "backbones", "init", "fraction", "set"]
     grouped = table.groupby(keys)[METRICS]
     out = grouped.mean().join(grouped.sem().add_suffix("_sem")).join(grouped.size().rename("n_splits"))
     return out.reset_index()
@@ -57,7 +50,7 @@ def regressions(metrics: pd.DataFrame) -> pd.DataFrame:
 
     Fitted over all backbones ('all'), and over the paper's and the added ones apart when a study has both.
     """
-    means = summary(metrics).assign(backbones=lambda d: d["backbone"].map(backbone_group))
+    means = summary(metrics)
     groups = [("all", means)]
     if means["backbones"].nunique() > 1:
         groups += list(means.groupby("backbones"))
@@ -102,14 +95,14 @@ def paired_errors(metrics: pd.DataFrame) -> pd.DataFrame:
 def pretrained_vs_scratch(metrics: pd.DataFrame) -> pd.DataFrame:
     """Per backbone, fraction and set: scratch minus pretrained, paired across splits, with a paired t-test."""
     wide = paired_errors(metrics).dropna()
-    if not {"imagenet", "scratch"} <= set(wide.columns):
+    if not {PRETRAINED, SCRATCH} <= set(wide.columns):
         return pd.DataFrame(
             columns=["dataset", "backbone", "fraction", "set", "n_splits", "mean_difference", "p_value"]
         )
     rows = []
     for key, group in wide.groupby(level=[0, 1, 2, 3]):
-        diff = group["scratch"] - group["imagenet"]
-        p = stats.ttest_rel(group["scratch"], group["imagenet"]).pvalue if len(group) >= 2 else np.nan
+        diff = group[SCRATCH] - group[PRETRAINED]
+        p = stats.ttest_rel(group[SCRATCH], group[PRETRAINED]).pvalue if len(group) >= 2 else np.nan
         rows.append(
             dict(zip(["dataset", "backbone", "fraction", "set"], key))
             | {"n_splits": len(group), "mean_difference": diff.mean(), "p_value": p}
@@ -120,12 +113,12 @@ def pretrained_vs_scratch(metrics: pd.DataFrame) -> pd.DataFrame:
 def table1(metrics: pd.DataFrame, fraction: int = 50) -> pd.DataFrame:
     """Average PCK@0.3 (%) within domain and OOD per backbone (pretrained), beside the paper's numbers."""
     means = summary(metrics)
-    chosen = means[(means["init"] == "imagenet") & (means["fraction"] == fraction)]
+    chosen = means[(means["init"] == PRETRAINED) & (means["fraction"] == fraction)]
     pck = chosen.pivot_table(index=["backbone", "imagenet_top1"], columns="set", values="pck") * 100
-    pck = pck.reindex(columns=["test_within", "test_ood"]).reset_index().sort_values("imagenet_top1")
+    pck = pck.reindex(columns=[WITHIN, OOD]).reset_index().sort_values("imagenet_top1")
     pck.columns = ["backbone", "imagenet_top1", "within_domain", "out_of_domain"]
-    paper = np.array([PAPER_TABLE1.get(b, (np.nan, np.nan)) for b in pck["backbone"]], dtype=float).reshape(-1, 2)
-    pck["paper_within_domain"], pck["paper_out_of_domain"] = paper[:, 0], paper[:, 1]
+    published = np.array([paper.TABLE1.get(b, (np.nan, np.nan)) for b in pck["backbone"]], dtype=float).reshape(-1, 2)
+    pck["paper_within_domain"], pck["paper_out_of_domain"] = published[:, 0], published[:, 1]
     pck["difference_within"] = pck["within_domain"] - pck["paper_within_domain"]
     pck["difference_ood"] = pck["out_of_domain"] - pck["paper_out_of_domain"]
     return pck.reset_index(drop=True)
@@ -150,15 +143,15 @@ def table1_markdown(table: pd.DataFrame, regressions: pd.DataFrame | None = None
         "",
         f"PCK@0.3 in %, pretrained, {fraction}% training data; the paper's numbers are Table 1 of Mathis et al.",
     ]
-    for set_, paper in PAPER_SLOPES.items():
-        lines.append(slope_note(regressions, set_, fraction, paper))
+    for set_, slope in paper.SLOPES.items():
+        lines.append(slope_note(regressions, set_, fraction, slope))
     return "\n".join(lines) + "\n"
 
 
 def slope_note(regressions: pd.DataFrame | None, set_: str, fraction: int, paper: float) -> str:
     """One line: the pretrained normalised-error slope on ImageNet top-1 for `set_`, in % per point."""
-    name = {"test_ood": "out of domain", "test_within": "within domain"}[set_]
-    chosen = dict(backbones="all", init="imagenet", fraction=fraction, set=set_, metric="normalised_error")
+    name = {OOD: "out of domain", WITHIN: "within domain"}[set_]
+    chosen = dict(backbones="all", init=PRETRAINED, fraction=fraction, set=set_, metric="normalised_error")
     rows = pd.DataFrame() if regressions is None else regressions[
         (regressions[list(chosen)] == pd.Series(chosen)).all(axis=1)]  # fmt: skip
     if rows.empty or pd.isna(rows["slope_percent_per_point"].iloc[0]):

@@ -8,6 +8,7 @@ every row is checked against ``backbones.schema.yaml`` beside it.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cache, lru_cache
 from pathlib import Path
@@ -17,9 +18,11 @@ import pandas as pd
 import yaml
 
 from oodpose.errors import InputError
+from oodpose.paper import backbone_group
 
 DEFAULT_TABLE = Path(__file__).resolve().parent / "backbones.tsv"
 ROW_SCHEMA = Path(__file__).resolve().parent / "backbones.schema.yaml"
+METADATA = ("imagenet_top1", "family", "backbones")  # what the statistics read of a row; backbones: paper or added
 FETCHED_SOURCES = ("timm", "keras")  # weight sources downloaded once (fetch_weights) for offline training jobs
 
 
@@ -92,3 +95,11 @@ def get_backbone(name: str, table: str | Path = DEFAULT_TABLE) -> Backbone:
     if name not in backbones:
         raise InputError(f"unknown backbone {name!r}; valid names in {table}: {', '.join(backbones)}")
     return backbones[name]
+
+
+def backbone_metadata(backbones: Iterable[Backbone]) -> list[dict]:
+    """What the statistics read of each backbone, as plain records (so a workflow rule can depend on them)."""
+    return [
+        {"backbone": b.name, "imagenet_top1": b.imagenet_top1, "family": b.family, "backbones": backbone_group(b.name)}
+        for b in backbones
+    ]

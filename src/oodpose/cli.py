@@ -60,7 +60,6 @@ def add_synthesize(s: argparse.ArgumentParser) -> None:
 def add_prepare(s: argparse.ArgumentParser) -> None:
     s.add_argument("dataset")
     s.add_argument("out")
-    s.add_argument("--fractions", type=_int_list, help=f"training fractions (default {Dataset.fractions})")
     s.add_argument("--scale-bodyparts", nargs=2, help="the two bodyparts whose distance normalises errors "
                    "(default: a nose- and an eye-like name)")  # fmt: skip
     s.add_argument("--labels", help="a COCO keypoint JSON (relative to the dataset) instead of DeepLabCut files")
@@ -116,7 +115,7 @@ def run(command: str, options: dict) -> None:
         from oodpose.data.cache import prepare_cache
 
         dataset, out = options.pop("dataset"), options.pop("out")
-        prepare_cache(dataset, out, settings.dataset_settings(options, options.pop("fractions", None)))
+        prepare_cache(dataset, out, settings.dataset_settings(options))
     elif command == "train":
         from oodpose.train import train
 

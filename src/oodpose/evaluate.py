@@ -25,7 +25,7 @@ from oodpose.device import Runtime, runtime
 from oodpose.errors import InputError
 from oodpose.models import PoseNet, build_model
 from oodpose.settings import TEST_SCALE
-from oodpose.study import SETS
+from oodpose.study import SCRATCH, SETS
 from oodpose.targets import predict
 
 PCK_THRESHOLD = 0.3
@@ -42,7 +42,7 @@ def load_trained(path: Path, settings: dict, n_joints: int) -> tuple[PoseNet, in
             "learning-curve file (snapshots/weights-*.pt), delete it to drop that iteration from the curve"
         ) from err
     backbone = get_backbone(settings["backbone"], settings["backbones_table"])
-    model = build_model(backbone, n_joints, "scratch")  # architecture only; the weights come from `path`
+    model = build_model(backbone, n_joints, SCRATCH)  # architecture only; the weights come from `path`
     try:
         model.load_state_dict(state["model"])
     except RuntimeError as err:
@@ -179,7 +179,6 @@ def evaluate(
         "init": settings["init"],
         "split": split,
         "fraction": fraction,
-        "imagenet_top1": settings["imagenet_top1"],
         "test_scale": test_scale,  # provenance: the frames' scale at prediction
         "batchnorm": batchnorm,  # and the batch-norm statistics used
     }

@@ -16,11 +16,11 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from oodpose.analysis import final, paired_errors  # noqa: E402
-from oodpose.study import backbone_group  # noqa: E402
+from oodpose.analysis import final, missing_cells, paired_errors  # noqa: E402
+from oodpose.study import OOD, PRETRAINED, SCRATCH, TRAIN, WITHIN, Cell  # noqa: E402
 
-SET_NAMES = {"train": "train", "test_within": "test", "test_ood": "out of domain"}
-INIT_NAMES = {"imagenet": "pretrained", "scratch": "from scratch"}
+SET_NAMES = {TRAIN: "train", WITHIN: "test", OOD: "out of domain"}
+INIT_NAMES = {PRETRAINED: "pretrained", SCRATCH: "from scratch"}
 PALETTE = {"train": "tab:blue", "test": "tab:red", "out of domain": "grey"}  # the paper's colours
 DASHES = {"pretrained": (4, 2), "from scratch": ""}  # the paper: scratch solid, pretrained dashed
 
@@ -51,7 +51,7 @@ def outside_legend(ax: plt.Axes) -> None:
 
 def mark_added(ax: plt.Axes, data: pd.DataFrame, by: list[str]) -> None:
     """Ring the mean points of backbones the paper did not study, so the two sets read apart."""
-    added = data[data["backbone"].map(backbone_group) == "added"]
+    added = data[data["backbones"] == "added"]
     if not added.empty:
         points = added.groupby(["backbone", "imagenet_top1", *by], as_index=False)["normalised_error"].mean()
         ax.scatter(points["imagenet_top1"], points["normalised_error"], s=70, marker="D", facecolors="none",
@@ -76,7 +76,7 @@ def figure1(metrics: pd.DataFrame, path: Path, missing: pd.DataFrame) -> None:
 def figure3ab(metrics: pd.DataFrame, path: Path, missing: pd.DataFrame) -> None:
     """Per fraction: pretrained normalised error vs ImageNet top-1; faint line per split, bold mean."""
     data = readable(final(metrics))
-    data = data[data["init"] == INIT_NAMES["imagenet"]]
+    data = data[data["init"] == INIT_NAMES[PRETRAINED]]
     fractions = sorted(data["fraction"].unique()) or [0]
     fig, axes = plt.subplots(1, len(fractions), figsize=(3.6 * len(fractions), 3.0), squeeze=False, sharey=True)
     for ax, fraction in zip(axes[0], fractions):
@@ -108,10 +108,10 @@ def figure5b(metrics: pd.DataFrame, path: Path, missing: pd.DataFrame) -> None:
     """All backbones: final normalised error from scratch vs pretrained, per set and fraction."""
     wide = paired_errors(metrics).reset_index()
     fig, ax = plt.subplots(figsize=(3.6, 3.4))
-    if {"imagenet", "scratch"} <= set(wide.columns):
+    if {PRETRAINED, SCRATCH} <= set(wide.columns):
         wide["set"] = wide["set"].map(SET_NAMES)
-        sns.scatterplot(data=wide, x="imagenet", y="scratch", hue="set", style="fraction", palette=PALETTE, ax=ax)
-        top = np.nanmax(wide[["imagenet", "scratch"]].to_numpy()) * 1.05
+        sns.scatterplot(data=wide, x=PRETRAINED, y=SCRATCH, hue="set", style="fraction", palette=PALETTE, ax=ax)
+        top = np.nanmax(wide[[PRETRAINED, SCRATCH]].to_numpy()) * 1.05
         ax.plot([0, top], [0, top], color="k", lw=0.7, ls=":")
         outside_legend(ax)
     ax.set(xlabel="normalised error, pretrained", ylabel="normalised error, from scratch",
@@ -119,21 +119,22 @@ def figure5b(metrics: pd.DataFrame, path: Path, missing: pd.DataFrame) -> None:
     save(fig, path)
 
 
-def ood_examples(metrics: pd.DataFrame, cache, predictions: dict[tuple, str], n_frames: int = 2) -> list:
+def ood_examples(metrics: pd.DataFrame, cache, predictions: dict[Cell, str], n_frames: int = 2) -> list:
     """Figure 3C's panels: `n_frames` OOD frames of the first split for the weakest and strongest pretrained
-    backbone (by ImageNet top-1), as (title, image, labels, predictions); `predictions` maps a cell's
-    (backbone, init, split, fraction) to its DeepLabCut predictions file."""
+    backbone (by ImageNet top-1), as (title, image, labels, predictions); `predictions` maps a cell to its
+    DeepLabCut predictions file."""
     cells = final(metrics)
-    pretrained = cells[(cells["init"] == "imagenet") & (cells["fraction"] == cells["fraction"].max())]
+    pretrained = cells[(cells["init"] == PRETRAINED) & (cells["fraction"] == cells["fraction"].max())]
     if pretrained.empty:
         return []
     pretrained = pretrained.sort_values("imagenet_top1")
     split, fraction = int(pretrained["split"].min()), int(pretrained["fraction"].max())
-    ood = cache.frames(split, fraction, "test_ood")
+    ood = cache.frames(split, fraction, OOD)
     rows = ood[np.linspace(0, len(ood) - 1, n_frames).astype(int)] if len(ood) else []
     examples = []
+    dataset = pretrained["dataset"].iloc[0]
     for backbone in dict.fromkeys([pretrained["backbone"].iloc[0], pretrained["backbone"].iloc[-1]]):
-        table = pd.read_hdf(predictions[(backbone, "imagenet", split, fraction)])
+        table = pd.read_hdf(predictions[Cell(dataset, backbone, PRETRAINED, split, fraction)])
         for row in rows:
             frame = cache.index["frame"].iat[row]
             pred = table.loc[frame].to_numpy().reshape(-1, 3)[:, :2]
@@ -159,3 +160,14 @@ def figure3c(examples: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]], pat
         ax.axis("off")
     fig.suptitle(f"Out-of-domain frames: labels (o) vs predictions (x){missing_note(missing)}", fontsize=9)
     save(fig, path)
+
+
+def draw_figures(metrics: pd.DataFrame, cells: pd.DataFrame, cache, predictions: dict[Cell, str], folder: Path):
+    """Every figure of one summary into `folder`; `metrics` as the summary's metrics.csv (backbone metadata
+    joined), `cells` the cells it expects, so that each figure names the missing ones."""
+    folder, missing = Path(folder), missing_cells(cells, metrics)
+    figure1(metrics, folder / "figure1.png", missing)
+    figure3ab(metrics, folder / "figure3ab.png", missing)
+    figure4_5a(metrics, folder / "figure4_5a.png", missing)
+    figure5b(metrics, folder / "figure5b.png", missing)
+    figure3c(ood_examples(metrics, cache, predictions), folder / "figure3c.png", missing)

@@ -14,7 +14,9 @@ import pandas as pd
 import statsmodels.formula.api as smf
 from scipy import stats
 
-from oodpose.analysis import PAPER_TABLE1, final, fit_on_top1, paired_errors
+from oodpose import paper
+from oodpose.analysis import final, fit_on_top1, paired_errors
+from oodpose.study import OOD, PRETRAINED, SCRATCH, WITHIN
 
 SUPPORTED, CONTRADICTED, UNRESOLVED = "supported", "contradicted", "not resolvable at this n"
 CLAIMS = {
@@ -28,7 +30,6 @@ CLAIMS = {
 COLUMNS = ["dataset", "fraction", "claim", "scope", "statement", "statistic", "estimate", "ci_low", "ci_high", "n",
            "verdict"]  # fmt: skip
 TABLE1_MARGIN = 5.0  # PCK points; a tolerance chosen here (the paper gives none) for "reproduces Table 1"
-WITHIN, OOD = "test_within", "test_ood"
 
 
 def mean_ci(values) -> tuple[float, float, float, int]:
@@ -63,9 +64,9 @@ def lacking(claim: str, why: str) -> dict:
 def init_gaps(metrics: pd.DataFrame) -> pd.DataFrame:
     """Scratch minus pretrained final error, one row per backbone and split, one column per set (within, OOD)."""
     wide = paired_errors(metrics)
-    if not {"imagenet", "scratch"} <= set(wide.columns):
+    if not {PRETRAINED, SCRATCH} <= set(wide.columns):
         return pd.DataFrame()
-    gaps = (wide["scratch"] - wide["imagenet"]).unstack("set")
+    gaps = (wide[SCRATCH] - wide[PRETRAINED]).unstack("set")
     return gaps[[s for s in (WITHIN, OOD) if s in gaps.columns]].dropna()
 
 
@@ -86,7 +87,7 @@ def pretrained_beats_scratch(metrics: pd.DataFrame) -> list[dict]:
 
 def curve_changes(metrics: pd.DataFrame) -> pd.DataFrame:
     """Per scratch cell and set: relative change (%) of error from the curve point nearest mid-run to the last."""
-    curves = metrics[(metrics["bodypart"] == "all") & (metrics["init"] == "scratch")]
+    curves = metrics[(metrics["bodypart"] == "all") & (metrics["init"] == SCRATCH)]
     rows = []
     for key, cell in curves.groupby(["backbone", "split", "set"]):
         errors = cell.groupby("iteration")["normalised_error"].mean()
@@ -118,7 +119,7 @@ def scratch_plateaus(metrics: pd.DataFrame) -> list[dict]:
 def slopes(table: pd.DataFrame) -> list[dict]:
     """(d1) the OOD slope alone, as `regressions.csv` fits it; (d2) OOD minus within slope, from one OLS with an
     interaction (a common residual variance for both sets); both on backbone means, in % per ImageNet point."""
-    means = table[table["init"] == "imagenet"].groupby(["backbone", "imagenet_top1", "set"], as_index=False)[
+    means = table[table["init"] == PRETRAINED].groupby(["backbone", "imagenet_top1", "set"], as_index=False)[
         "normalised_error"].mean()  # fmt: skip
     means = means[means["set"].isin([WITHIN, OOD])].assign(error=lambda d: 100 * d["normalised_error"])
     if means["imagenet_top1"].nunique() < 3 or means["set"].nunique() < 2:
@@ -138,11 +139,11 @@ def slopes(table: pd.DataFrame) -> list[dict]:
 
 def table1_reproduced(table: pd.DataFrame) -> list[dict]:
     """(e) mean PCK difference to the paper's Table 1 across its backbones: an equivalence test at ±TABLE1_MARGIN."""
-    mine = table[(table["init"] == "imagenet") & (table["fraction"] == 50) & table["backbone"].isin(PAPER_TABLE1)]
+    mine = table[(table["init"] == PRETRAINED) & (table["fraction"] == 50) & table["backbone"].isin(paper.TABLE1)]
     rows = []
     for index, set_ in enumerate((WITHIN, OOD)):
         pck = mine[mine["set"] == set_].groupby("backbone")["pck"].mean() * 100
-        difference = pck - [PAPER_TABLE1[backbone][index] for backbone in pck.index]
+        difference = pck - [paper.TABLE1[backbone][index] for backbone in pck.index]
         what = "study minus paper PCK@0.3 (%), mean over the paper's backbones"
         row = finding("e", set_, what, mean_ci(difference), 1)
         low, high = row["ci_low"], row["ci_high"]

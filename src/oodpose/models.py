@@ -40,7 +40,7 @@ from oodpose.atomic import atomic_file
 from oodpose.backbones import FETCHED_SOURCES, Backbone
 from oodpose.download import download_file
 from oodpose.errors import InputError
-from oodpose.study import INITS
+from oodpose.study import INITS, PRETRAINED
 
 WEIGHTS_FILE = "model.safetensors"  # what timm publishes for each hub tag
 DEEPLABCUT_MEAN_PIXEL = (123.68, 116.779, 103.939)  # DeepLabCut's default_config.py `mean_pixel`
@@ -265,7 +265,7 @@ def build_model(
         raise InputError(f"unknown init {init!r}; use one of {INITS}")
     torch.manual_seed(seed)
     net = create_backbone(backbone)
-    if init == "imagenet":
+    if init == PRETRAINED:
         path = weights_file(backbone, weights)
         net.load_state_dict(match_state_dict(net, read_state_dict(path), path))
     if input_normalisation == "deeplabcut":

@@ -11,6 +11,7 @@ import math
 from dataclasses import dataclass
 
 from oodpose.backbones import Backbone
+from oodpose.study import SCRATCH
 
 
 @dataclass(frozen=True)
@@ -22,7 +23,7 @@ class Schedule:
 
 def cell_schedule(backbone: Backbone, init: str) -> Schedule:
     """The backbone table's schedule for a pretrained ('imagenet') or from-scratch cell."""
-    if init == "scratch":
+    if init == SCRATCH:
         return Schedule(backbone.scratch_ilr, backbone.scratch_final_lr, int(backbone.scratch_cycles))
     return Schedule(backbone.pretrained_ilr, backbone.pretrained_final_lr, 1)
 

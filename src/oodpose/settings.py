@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from oodpose.backbones import DEFAULT_TABLE, get_backbone
 from oodpose.errors import InputError
 from oodpose.schedule import cell_schedule
-from oodpose.study import AUGMENTATIONS, DATASET_NAME, NORMALISATIONS
+from oodpose.study import AUGMENTATIONS, DATASET_NAME, NORMALISATIONS, PRETRAINED
 
 GLOBAL_SCALE = 0.8  # DeepLabCut's global_scale: frames are resized by it before the network
 POS_DIST_THRESH = 17.0  # DeepLabCut's pos_dist_thresh: radius of a joint's positive disk, in pixels
@@ -58,7 +58,6 @@ class SyntheticSettings:
 class DatasetSettings:
     """How a dataset is split and normalised; part of the cache so every cell sees the same."""
 
-    fractions: tuple[int, ...] = (5, 50)
     scale_bodyparts: tuple[str, str] | None = None  # None: a nose- and an eye-like bodypart
     labels: str | None = None  # a COCO keypoint file (relative to the dataset) instead of DeepLabCut's
     individuals: str | None = None  # CSV folder,individual mapping several folders to one animal
@@ -68,7 +67,7 @@ class DatasetSettings:
     official_splits: bool = field(default=True)  # use TrainTestInfo_shuffle*.csv when present
 
     def __post_init__(self):
-        check_ranges(self, dict.fromkeys(["fractions", "n_splits", "n_train_individuals"], 1), {"fractions": 50})
+        check_ranges(self, dict.fromkeys(["n_splits", "n_train_individuals"], 1))
 
 
 @dataclass(frozen=True)
@@ -78,7 +77,7 @@ class TrainConfig:
     cache: str
     out: str
     backbone: str
-    init: str = "imagenet"
+    init: str = PRETRAINED
     split: int = 1
     fraction: int = 50
     iterations: int = 30000
@@ -158,13 +157,13 @@ def synthetic_settings(dataset: dict) -> SyntheticSettings:
     return SyntheticSettings(**chosen)
 
 
-def dataset_settings(dataset: dict, fractions=None) -> DatasetSettings:
-    """A dataset config (one entry under `datasets:`) and the study's fractions as the cache's settings."""
+def dataset_settings(dataset: dict) -> DatasetSettings:
+    """A dataset config (one entry under `datasets:`) as the cache's settings; the study's fractions and
+    splits are not among them, so a study can grow without preparing its data again."""
     keys = {f.name for f in dataclasses.fields(DatasetSettings)}
-    chosen = {k: v for k, v in {**dataset, "fractions": fractions}.items() if k in keys and v is not None}
-    for key in ("fractions", "scale_bodyparts"):
-        if key in chosen:
-            chosen[key] = tuple(chosen[key])
+    chosen = {k: v for k, v in dataset.items() if k in keys and v is not None}
+    if "scale_bodyparts" in chosen:
+        chosen["scale_bodyparts"] = tuple(chosen["scale_bodyparts"])
     return DatasetSettings(**chosen)
 
 

@@ -42,6 +42,7 @@ from oodpose.errors import InputError
 from oodpose.models import PoseNet, build_model
 from oodpose.schedule import learning_rate
 from oodpose.settings import TrainConfig, result_settings
+from oodpose.study import TRAIN
 from oodpose.targets import make_targets, pose_loss
 
 log = logging.getLogger(__name__)
@@ -283,7 +284,6 @@ def write_settings(cfg: TrainConfig, rt: Runtime, cache: Cache, path: Path) -> d
         "bodyparts": cache.bodyparts,
         "device_resolved": str(rt.device),
         "amp_dtype": str(rt.amp_dtype),  # what `amp` resolved to on this device
-        "imagenet_top1": get_backbone(cfg.backbone, cfg.backbones_table).imagenet_top1,
         "torch": torch.__version__,
     }
     path.write_text(json.dumps(settings, indent=2))
@@ -292,7 +292,7 @@ def write_settings(cfg: TrainConfig, rt: Runtime, cache: Cache, path: Path) -> d
 
 def training_rows(cache: Cache, cfg: TrainConfig) -> np.ndarray:
     """The cell's training frames; none is an error, fewer than a batch a warning."""
-    rows = cache.frames(cfg.split, cfg.fraction, "train")
+    rows = cache.frames(cfg.split, cfg.fraction, TRAIN)
     if len(rows) == 0:
         raise InputError(f"{cfg.cache}: split {cfg.split} at fraction {cfg.fraction}% has no training frames")
     if cfg.batch_size > len(rows):

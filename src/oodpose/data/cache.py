@@ -5,7 +5,9 @@ Layout of a cache folder:
 - ``keypoints.npy``: float32 (frames, bodyparts, 2), NaN = not labelled;
 - ``images.npy``: uint8 (frames, H, W, 3), every image at the top-left of an H x W canvas
   (H, W = the largest height and width), memory-mapped by readers so workers share one copy;
-- ``splits.parquet``: split, fraction, frame (row number), role in {train, test_within, test_ood};
+- ``splits.parquet``: split, frame (row number), role in {train, test_within, test_ood}, at 50 % training
+  data; a smaller fraction is drawn from it when a cell asks (`Cache.frames`), so adding a fraction to a
+  study leaves the cache, and every cell trained on it, as they are;
 - ``meta.json``: bodyparts, scorer, where the splits came from and the settings used.
 """
 
@@ -27,10 +29,10 @@ from oodpose.atomic import atomic_dir
 from oodpose.data.coco import read_coco
 from oodpose.data.labels import Labels, drop_labels_outside, find_label_files, read_labels
 from oodpose.data.scales import SCALE_FILE, frame_scales
-from oodpose.data.splits import add_fractions, make_splits, official_split_files, read_official_splits
+from oodpose.data.splits import make_splits, official_split_files, read_official_splits, training_subset
 from oodpose.errors import InputError
 from oodpose.settings import DatasetSettings
-from oodpose.study import SETS
+from oodpose.study import OOD, SETS, TRAIN
 
 log = logging.getLogger(__name__)
 CONTENT_FILES = ("index.parquet", "keypoints.npy", "splits.parquet", "images.npy")
@@ -55,17 +57,16 @@ def read_image(path: Path) -> np.ndarray:
 
 
 def frozen_splits(root: Path, labels: Labels, settings: DatasetSettings) -> tuple[pd.DataFrame, str]:
-    """The (split, fraction, frame row, role) table and where its splits came from."""
+    """The (split, frame row, role) table at 50 % training data and where its splits came from."""
     files = official_split_files(root) if settings.official_splits else []
     if files:
         base, source = read_official_splits(files, labels), f"official: {[f.name for f in files]}"
     else:
         base = make_splits(labels, settings.n_splits, settings.n_train_individuals, settings.seed)
         source = f"generated: {settings.n_splits} splits of {settings.n_train_individuals} individuals"
-    table = add_fractions(base, labels, list(settings.fractions), settings.seed)
     row = pd.Series(np.arange(len(labels.frames)), index=labels.frames["frame"])
-    table["frame"] = row[table["frame"]].to_numpy()
-    return table, source
+    base["frame"] = row[base["frame"]].to_numpy()
+    return base[["split", "frame", "role"]], source
 
 
 def prepare_cache(root: str | Path, out: str | Path, settings: DatasetSettings | None = None) -> Path:
@@ -80,7 +81,7 @@ def prepare_cache(root: str | Path, out: str | Path, settings: DatasetSettings |
     drop_labels_outside(root, labels)
     scales = frame_scales(root, labels, settings.scale_bodyparts)
     splits, split_source = frozen_splits(root, labels, settings)
-    n_ood = int((splits["role"] == "test_ood").sum())
+    n_ood = int((splits["role"] == OOD).sum())
     if n_ood == 0:
         log.warning("%s: every individual is a training individual, so the OOD sets are empty", root)
     canvas = (int(labels.frames["height"].max()), int(labels.frames["width"].max()))
@@ -139,6 +140,8 @@ class Cache:
         self.index = pd.read_parquet(self.path / "index.parquet")
         self.keypoints = np.load(self.path / "keypoints.npy")
         self.splits = pd.read_parquet(self.path / "splits.parquet")
+        if "fraction" in self.splits:
+            raise InputError(f"{self.path}: a cache in an older layout (fractions baked in); prepare it again")
         self.bodyparts: list[str] = self.meta["bodyparts"]
         self.sizes = self.index[["width", "height"]].to_numpy()  # per frame, read once: items need it fast
         self.fingerprint: str | None = self.meta.get("fingerprint")
@@ -151,10 +154,13 @@ class Cache:
         """Row numbers of the frames with `role` in one cell's split and fraction."""
         if role not in SETS:
             raise InputError(f"unknown set {role!r}; use one of {SETS}")
-        table = self.splits[(self.splits["split"] == split) & (self.splits["fraction"] == fraction)]
+        table = self.splits[self.splits["split"] == split]
         if table.empty:
-            raise InputError(
-                f"{self.path}: no split {split} at fraction {fraction}%; it has splits "
-                f"{sorted(self.splits['split'].unique())} and fractions {sorted(self.splits['fraction'].unique())}"
-            )
-        return np.sort(table.loc[table["role"] == role, "frame"].to_numpy())
+            known = sorted(self.splits["split"].unique().tolist())
+            raise InputError(f"{self.path}: no split {split}; it has splits {known}")
+        rows = table.loc[table["role"] == role, "frame"].to_numpy()
+        if role == TRAIN:
+            individuals = self.index["individual"].to_numpy()
+            n_individual_frames = int(np.isin(individuals, individuals[rows]).sum())
+            rows = training_subset(rows, n_individual_frames, split, fraction, self.meta["settings"]["seed"])
+        return np.sort(rows)

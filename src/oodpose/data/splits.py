@@ -16,12 +16,9 @@ import pandas as pd
 
 from oodpose.data.labels import Labels
 from oodpose.errors import InputError
+from oodpose.study import OOD, TRAIN, WITHIN
 
-OFFICIAL_COLUMNS = {
-    "trainIndices": "train",
-    "testIndices_withinDomain": "test_within",
-    "testIndices_acrossDomain": "test_ood",
-}
+OFFICIAL_COLUMNS = {"trainIndices": TRAIN, "testIndices_withinDomain": WITHIN, "testIndices_acrossDomain": OOD}
 BASE_FRACTION = 50
 
 
@@ -67,35 +64,26 @@ def make_splits(labels: Labels, n_splits: int, n_train_individuals: int, seed: i
         for individual, group in frames.groupby("individual", sort=True):
             names = group["frame"].to_numpy()
             if individual not in train_ids:
-                rows.append(pd.DataFrame({"split": split, "frame": names, "role": "test_ood"}))
+                rows.append(pd.DataFrame({"split": split, "frame": names, "role": OOD}))
                 continue
             order = rng.permutation(len(names))
             half = int(round(len(names) / 2))
-            role = np.where(np.isin(np.arange(len(names)), order[:half]), "train", "test_within")
+            role = np.where(np.isin(np.arange(len(names)), order[:half]), TRAIN, WITHIN)
             rows.append(pd.DataFrame({"split": split, "frame": names, "role": role}))
     return pd.concat(rows, ignore_index=True)
 
 
-def add_fractions(splits: pd.DataFrame, labels: Labels, fractions: list[int], seed: int) -> pd.DataFrame:
-    """Expand 50% splits into the (split, fraction, frame, role) table for each training fraction."""
-    bad = [f for f in fractions if not 0 < f <= BASE_FRACTION]
-    if bad:
-        raise InputError(f"training fractions {bad} are outside (0, {BASE_FRACTION}] percent")
-    individual = dict(zip(labels.frames["frame"], labels.frames["individual"]))
-    out = []
-    for split, table in splits.groupby("split", sort=True):
-        train = table[table["role"] == "train"]["frame"].to_numpy()
-        training_individuals = {individual[f] for f in train}
-        n_individual_frames = sum(v in training_individuals for v in individual.values())
-        rng = np.random.default_rng([seed, int(split)])
-        order = rng.permutation(len(train))
-        tests = table[table["role"] != "train"]
-        for fraction in sorted(fractions):
-            n = len(train) if fraction == BASE_FRACTION else int(round(fraction / 100 * n_individual_frames))
-            subset = pd.DataFrame({"split": split, "frame": train[np.sort(order[: max(n, 1)])], "role": "train"})
-            out.append(pd.concat([subset, tests]).assign(fraction=fraction))
-    result = pd.concat(out, ignore_index=True)
-    return result[["split", "fraction", "frame", "role"]]
+def training_subset(train: np.ndarray, n_individual_frames: int, split: int, fraction: int, seed: int) -> np.ndarray:
+    """The training frames of one split at `fraction` %, from its 50 % training frames `train` (in split-table
+    order): a seeded prefix of one permutation per split, so every fraction is nested in the larger ones and
+    does not depend on which other fractions a study has."""
+    if not 0 < fraction <= BASE_FRACTION:
+        raise InputError(f"training fraction {fraction} is outside (0, {BASE_FRACTION}] percent")
+    if fraction == BASE_FRACTION:
+        return train
+    order = np.random.default_rng([seed, int(split)]).permutation(len(train))
+    n = int(round(fraction / 100 * n_individual_frames))
+    return train[np.sort(order[: max(n, 1)])]
 
 
 def splits_to_official(splits: pd.DataFrame, folder: Path) -> list[Path]:

@@ -1,0 +1,92 @@
+"""One dataset's summary of a study: its cells' metrics, joined to the backbone table, into every table,
+regression and the findings, written to one folder.
+
+Backbone metadata (ImageNet top-1, family, whether the paper studied it) is joined here, from the backbone
+table as it is at aggregation time; a cell's own metrics carry no copy that could disagree, so a corrected
+top-1 reaches the regressions, Table 1 and the findings the next time the summary is made.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+import pandas as pd
+
+from oodpose import analysis, findings
+from oodpose.atomic import atomic_file
+from oodpose.backbones import METADATA
+from oodpose.errors import InputError
+from oodpose.study import CELL
+
+TABLES = ("metrics", "summary", "regressions", "pretrained_vs_scratch", "missing_cells", "table1", "findings")
+TEXTS = ("table1", "findings")  # also written as Markdown
+
+
+def with_backbones(metrics: pd.DataFrame, metadata: list[dict]) -> pd.DataFrame:
+    """`metrics` with the current metadata of each cell's backbone (any older copy in `metrics` replaced)."""
+    table = pd.DataFrame(metadata, columns=["backbone", *METADATA])
+    unknown = sorted(set(metrics["backbone"]) - set(table["backbone"]))
+    if unknown:
+        raise InputError(f"metrics of backbones {unknown} have no row in the backbone table; add their rows")
+    joined = metrics.drop(columns=[c for c in METADATA if c in metrics])
+    joined = joined.merge(table, on="backbone", how="left", validate="many_to_one")
+    first = [c for c in ("dataset", "backbone", *METADATA) if c in joined]
+    return joined[first + [c for c in joined if c not in first]]
+
+
+def read_cell_metrics(paths: Iterable[str | Path], dataset: str) -> pd.DataFrame:
+    """The cells' metrics files as one table, each row labelled with its dataset."""
+    tables = [pd.read_csv(path) for path in paths]
+    if not tables:
+        raise InputError(f"dataset {dataset!r}: no cell has metrics yet; evaluate some cells first")
+    return pd.concat(tables, ignore_index=True).assign(dataset=dataset)
+
+
+def summarise(metrics: pd.DataFrame, cells: pd.DataFrame, horse10: bool) -> dict[str, pd.DataFrame | str]:
+    """Every summary table (by name, as in TABLES) and the Markdown of Table 1 and the findings; `metrics`
+    joined by `with_backbones`, `cells` the cells the summary expects (so missing ones are listed)."""
+    regressions = analysis.regressions(metrics)
+    fraction = int(max(metrics["fraction"]))
+    table1 = analysis.table1(metrics, fraction=fraction)
+    claims = findings.findings(metrics, horse10)
+    return {
+        "metrics": metrics,
+        "summary": analysis.summary(metrics),
+        "regressions": regressions,
+        "pretrained_vs_scratch": analysis.pretrained_vs_scratch(metrics),
+        "missing_cells": analysis.missing_cells(cells, metrics),
+        "table1": table1,
+        "findings": claims,
+        "table1.md": analysis.table1_markdown(table1, regressions, fraction),
+        "findings.md": findings.findings_markdown(claims),
+    }
+
+
+def write_summary(outputs: dict[str, pd.DataFrame | str], folder: str | Path) -> list[Path]:
+    """Write `summarise`'s outputs into `folder` (tables as CSV), each file atomically."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, value in outputs.items():
+        path = folder / (name if name.endswith(".md") else f"{name}.csv")
+        with atomic_file(path) as tmp:
+            value.to_csv(tmp, index=False) if isinstance(value, pd.DataFrame) else Path(tmp).write_text(value)
+        written.append(path)
+    return written
+
+
+def aggregate(
+    metric_files: Iterable[str | Path], dataset: str, metadata: list[dict], cells: pd.DataFrame | None,
+    horse10: bool, out: str | Path,
+) -> dict[str, pd.DataFrame | str]:  # fmt: skip
+    """Read, join, summarise and write one dataset's summary; `cells` None: the cells found are all expected."""
+    metrics = with_backbones(read_cell_metrics(metric_files, dataset), metadata)
+    if cells is None:
+        cells = metrics[list(CELL)].drop_duplicates()
+    outputs = summarise(metrics, cells, horse10)
+    missing = outputs["missing_cells"]
+    if len(missing):
+        print(f"cells without metrics ({len(missing)}):\n{missing.to_string(index=False)}")
+    write_summary(outputs, out)
+    return outputs
