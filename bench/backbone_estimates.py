@@ -19,7 +19,7 @@ from common import machine
 from torch.utils.flop_counter import FlopCounterMode
 
 from oodpose.backbones import load_backbones
-from oodpose.models import PoseNet, create_backbone
+from oodpose.models import FAMILIES, PoseNet, create_backbone
 
 REFERENCE, FLOOR = "resnet50", "mobilenetv2_035"
 BATCH, HEIGHT, WIDTH = 8, 130, 230
@@ -34,7 +34,7 @@ def step_cost(backbone) -> tuple[float, float]:
         return tensor
 
     with torch.device("meta"):
-        net = PoseNet(create_backbone(backbone), 22, (0.5,) * 3, (0.5,) * 3, generic=backbone.family == "timm")
+        net = PoseNet(create_backbone(backbone), 22, (0.5,) * 3, (0.5,) * 3, generic=FAMILIES[backbone.family].generic)
         with FlopCounterMode(display=False) as counter, torch.autograd.graph.saved_tensors_hooks(keep, lambda t: t):
             scoremap, locref = net(torch.zeros(BATCH, 3, HEIGHT, WIDTH))
             (scoremap.sum() + locref.sum()).backward()

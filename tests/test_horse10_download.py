@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import shutil
 import tarfile
 import threading
@@ -12,7 +13,15 @@ from pathlib import Path
 
 import pytest
 
-from oodpose.data.horse10 import BENCHMARK_FILES, check_dataset, download_horse10, extract
+from oodpose.data.cache import Cache, prepare_cache
+from oodpose.data.horse10 import (
+    BENCHMARK_FILES,
+    BENCHMARK_SHA256,
+    BENCHMARK_URL,
+    check_dataset,
+    download_horse10,
+    extract,
+)
 from oodpose.data.labels import read_labels
 from oodpose.errors import InputError
 
@@ -64,27 +73,48 @@ def server(synthetic_dataset):
     httpd.shutdown()
 
 
-def run_download(url, out, tmp_path, **kwargs):
+def served_sha256(files: dict) -> dict:
+    """The sha256 of the benchmark files the loopback server stands in with (synthetic, not the pinned ones)."""
+    return {name: hashlib.sha256(files[f"/bench/{name}"]).hexdigest() for name in BENCHMARK_FILES}
+
+
+def run_download(url, out, tmp_path, files, **kwargs):
     expected = {"individuals": 5, "frames": 150, "bodyparts": 22}
+    kwargs = {"sha256": served_sha256(files)} | kwargs
     return download_horse10(out, benchmark_url=f"{url}/bench", expected=expected, cache_dir=tmp_path / "hf",
                             endpoint=url, **kwargs)  # fmt: skip
 
 
 def test_download_lays_out_a_readable_dataset(server, tmp_path):
-    url, _ = server
-    out = run_download(url, tmp_path / "horse10", tmp_path)
+    url, files = server
+    out = run_download(url, tmp_path / "horse10", tmp_path, files)
     labels = read_labels(out)
     assert len(labels.frames) == 150 and (out / "TrainTestInfo_shuffle3.csv").exists()
     assert (out / "labeled-data").is_dir() and not (out / ".extract").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["hf", "horse10"]  # no temporary folder left
+    record = json.loads((out / "download.json").read_text())
+    tarball = files["/datasets/mwmathis/Horse-30/resolve/main/horse10.tar.xz"]
+    assert record["sha256"]["horse10.tar.xz"] == hashlib.sha256(tarball).hexdigest()
+    assert Cache(prepare_cache(out, tmp_path / "cache")).meta["download"] == record  # and it reaches the outputs
+
+
+def test_the_benchmark_files_are_pinned_to_a_commit_and_checked(server, tmp_path, shared_data):
+    assert BENCHMARK_URL.endswith("/amathislab/Horse-10-benchmark/efa4b7f233b51b4750fdb1499f554d2749ea56d1")
+    for name, digest in BENCHMARK_SHA256.items():  # the copies of those files at that commit
+        assert hashlib.sha256((shared_data / "horse10-benchmark" / name).read_bytes()).hexdigest() == digest
+    url, files = server
+    with pytest.raises(InputError, match="TrainTestInfo_shuffle1.csv: sha256 .* does not match the expected c1e7bf"):
+        run_download(url, tmp_path / "h", tmp_path, files, sha256=None)  # the default: the pinned files' sha256
+    assert not (tmp_path / "h").exists()
 
 
 def test_unexpected_counts_and_checksums_are_named(server, tmp_path):
-    url, _ = server
+    url, files = server
     with pytest.raises(InputError, match=r"individuals 5 \(expected 30\), frames 150 \(expected 8114\)"):
-        download_horse10(tmp_path / "h", benchmark_url=f"{url}/bench", cache_dir=tmp_path / "hf", endpoint=url)
+        download_horse10(tmp_path / "h", benchmark_url=f"{url}/bench", cache_dir=tmp_path / "hf", endpoint=url,
+                         sha256=served_sha256(files))  # fmt: skip
     with pytest.raises(InputError, match="Horsescale.h5: sha256 .* does not match"):
-        run_download(url, tmp_path / "h", tmp_path, sha256={"Horsescale.h5": "0" * 64})
+        run_download(url, tmp_path / "h", tmp_path, files, sha256={"Horsescale.h5": "0" * 64})
     assert not (tmp_path / "h").exists()
 
 
@@ -116,10 +146,10 @@ def test_download_rule_through_the_workflow(server, tmp_path, monkeypatch):
     import yaml
     from test_workflow import REPO, snakemake
 
-    url, _ = server
+    url, files = server
     shutil.copytree(REPO / "config", tmp_path / "config")
     config = yaml.safe_load((tmp_path / "config" / "config.yaml").read_text())
-    config["datasets"]["horse10"] |= {"benchmark_url": f"{url}/bench",
+    config["datasets"]["horse10"] |= {"benchmark_url": f"{url}/bench", "benchmark_sha256": served_sha256(files),
                                       "expect": {"individuals": 5, "frames": 150, "bodyparts": 22}}  # fmt: skip
     (tmp_path / "config" / "mirror.yaml").write_text(yaml.safe_dump(config))
     monkeypatch.setenv("HF_ENDPOINT", url)

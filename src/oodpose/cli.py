@@ -1,4 +1,4 @@
-"""Command line: ``python -m oodpose {synthesize,prepare,train,fetch-weights,evaluate}``.
+"""Command line: ``python -m oodpose {synthesize,prepare,train,fetch-weights,evaluate,aggregate,figures}``.
 
 Options left out take the library's defaults (`oodpose.settings`), and every command builds its
 settings with the same functions the workflow's scripts use.
@@ -44,7 +44,20 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--batch-size", type=int)
     s.add_argument("--test-scale", type=float, help=f"scale of the frames at prediction (default {TEST_SCALE})")
     s.add_argument("--batchnorm", choices=BATCHNORM_STATISTICS, help="MobileNetV2's statistics at prediction")
+    add_summary(command("aggregate", help="the tables, regressions and findings of evaluated cells"))
+    s = command("figures", help="the paper's figures of an aggregated summary")
+    s.add_argument("summary", help="a folder `oodpose aggregate` wrote")
+    s.add_argument("cells", nargs="+", metavar="cell", help="the evaluated cell folders (their predictions.h5)")
+    s.add_argument("--cache", required=True, help="the cache the cells were evaluated on")
     return p
+
+
+def add_summary(s: argparse.ArgumentParser) -> None:
+    s.add_argument("out", help="folder for the summary's tables and findings")
+    s.add_argument("cells", nargs="+", metavar="cell", help="evaluated cell folders, each with its metrics.csv")
+    s.add_argument("--dataset", default="dataset", help="the dataset's name in the tables (default: dataset)")
+    s.add_argument("--backbones-table", help="the backbone table (default: the one the package ships)")
+    s.add_argument("--horse10", action="store_true", help="the cells are Horse-10's: hold Table 1 against the paper")
 
 
 def add_synthesize(s: argparse.ArgumentParser) -> None:
@@ -129,6 +142,44 @@ def run(command: str, options: dict) -> None:
         from oodpose.evaluate import evaluate
 
         evaluate(**options)
+    elif command == "aggregate":
+        aggregate_cells(options)
+    elif command == "figures":
+        draw_cell_figures(options)
+
+
+def aggregate_cells(options: dict) -> None:
+    """`oodpose aggregate`: what the workflow's aggregate rule does, on cell folders given by hand."""
+    from pathlib import Path
+
+    from oodpose.aggregate import aggregate
+    from oodpose.backbones import DEFAULT_TABLE, backbone_metadata, load_backbones
+
+    table = load_backbones(options.get("backbones_table", DEFAULT_TABLE))
+    metric_files = [Path(c) / "metrics.csv" for c in options["cells"]]
+    aggregate(metric_files, options["dataset"], backbone_metadata(table.values()), None, options.get("horse10", False),
+              options["out"])  # fmt: skip
+
+
+def draw_cell_figures(options: dict) -> None:
+    """`oodpose figures`: the figures rule's work, on a summary `oodpose aggregate` wrote and its cell folders."""
+    from pathlib import Path
+
+    import pandas as pd
+
+    from oodpose.data.cache import Cache
+    from oodpose.figures import draw_figures
+    from oodpose.study import CELL, Cell
+
+    summary = Path(options["summary"])
+    metrics = pd.read_csv(summary / "metrics.csv")
+    dataset = metrics["dataset"].iloc[0]
+    predictions = {}
+    for folder in map(Path, options["cells"]):
+        cell = Cell.of(pd.read_csv(folder / "metrics.csv").iloc[0].to_dict() | {"dataset": dataset})
+        predictions[cell] = folder / "predictions.h5"
+    cells = metrics[list(CELL)].drop_duplicates()
+    draw_figures(metrics, cells, Cache(options["cache"]), predictions, summary / "figures")
 
 
 def main(argv: list[str] | None = None) -> None:

