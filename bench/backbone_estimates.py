@@ -60,8 +60,15 @@ def main() -> None:
             ),
             "gpu_mem_mb": max(floor.gpu_mem_mb, int(math.ceil(reference.gpu_mem_mb * gb / reference_gb / 500) * 500)),
         }
-    report = {"benchmark": "backbone_estimates", "machine": machine(), "reference": REFERENCE, "floor": FLOOR,
-              "batch": BATCH, "canvas": [WIDTH, HEIGHT], "rows": rows}  # fmt: skip
+    report = {
+        "benchmark": "backbone_estimates",
+        "machine": machine(),
+        "reference": REFERENCE,
+        "floor": FLOOR,
+        "batch": BATCH,
+        "canvas": [WIDTH, HEIGHT],
+        "rows": rows,
+    }
     print(json.dumps(report, indent=1))
 
 

@@ -23,7 +23,6 @@ Durations on an H100: graphs 9 minutes (each process autotunes cuDNN for its net
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import subprocess
 import sys
@@ -40,7 +39,6 @@ from oodpose import paper  # noqa: E402
 from oodpose.atomic import atomic_file  # noqa: E402
 from oodpose.evaluate import evaluate  # noqa: E402
 
-PARTS = ["graphs", "hours", "match", "cells", "loader", "compile"]
 PAPER = list(paper.BACKBONES)
 FAMILY_PROBES = {"mobilenetv2": "mobilenetv2_035", "resnet": "resnet50", "efficientnet": "efficientnet_b3"}
 CELLS = [2, 4, 8]
@@ -135,8 +133,16 @@ def loss_match(cache_path: Path, root: Path, iterations: int) -> dict:
     losses = {}
     for name, graphs in (("eager", False), ("eager_again", False), ("graphed", True)):
         out = root / f"match-{name}"
-        train_seconds(cache_path, out, "resnet50", "scratch", iterations, snapshot_every=iterations, device="cuda",
-                      cuda_graphs=graphs)  # fmt: skip
+        train_seconds(
+            cache_path,
+            out,
+            "resnet50",
+            "scratch",
+            iterations,
+            snapshot_every=iterations,
+            device="cuda",
+            cuda_graphs=graphs,
+        )
         losses[name] = pd.read_csv(out / "train_log.csv")["loss"]
 
     def largest(a, b, first):
@@ -163,83 +169,110 @@ def projection(backbones: list[str], cache_path: Path, n: int, measured: dict, g
         gain = next((g for family, g in gains.items() if backbone.startswith(family)), 1.0)
         for init, iterations in (("imagenet", 30000), ("scratch", 180000)):
             hours = iterations * 6 / 3600
-            rows.append({"backbone": backbone, "init": init, "iterations": iterations, "cells": 6,
-                         "s_per_iter_eager": eager, "s_per_iter_graphed": graphed, "packing_gain": gain,
-                         "gpu_hours_eager": eager * hours, "gpu_hours_graphed": graphed * hours,
-                         "gpu_hours_best": graphed / gain * hours})  # fmt: skip
+            rows.append(
+                {
+                    "backbone": backbone,
+                    "init": init,
+                    "iterations": iterations,
+                    "cells": 6,
+                    "s_per_iter_eager": eager,
+                    "s_per_iter_graphed": graphed,
+                    "packing_gain": gain,
+                    "gpu_hours_eager": eager * hours,
+                    "gpu_hours_graphed": graphed * hours,
+                    "gpu_hours_best": graphed / gain * hours,
+                }
+            )
     return pd.DataFrame(rows)
 
 
+def graphs_part(report: dict, cache_path: Path, root: Path, n: int, tiny: bool) -> None:
+    report["steps_per_s_per_gpu"] = {}
+    for backbone in list(FAMILY_PROBES.values())[: 1 if tiny else 3]:
+        report["steps_per_s_per_gpu"][backbone] = packing(cache_path, root, backbone, n)
+
+
+def hours_part(report: dict, cache_path: Path, root: Path, n: int, tiny: bool) -> None:
+    measured = report.get("steps_per_s_per_gpu", {})
+    gains = {}
+    for family, probe in FAMILY_PROBES.items():
+        if probe in measured:
+            best = max(v for k, v in measured[probe].items() if k.startswith("processes_"))
+            gains[family] = max(1.0, best / measured[probe]["graphed_1"])
+    table = projection(PAPER[:2] if tiny else PAPER, cache_path, n // 2, measured, gains)
+    table.to_csv(root / "gpu_hours.csv", index=False)
+    report["paper_study_gpu_hours"] = {
+        column: float(table[f"gpu_hours_{column}"].sum()) for column in ("eager", "graphed", "best")
+    } | {
+        "packing_gain_by_family": gains,
+        "how": "measured bare-step seconds per iteration (bf16, channels_last, batch 8, the synthetic canvas) "
+        "x iterations x 3 splits x 2 fractions; best: graphed, divided by the family's best gain from packing "
+        "cells as processes; loader and evaluation not included",
+    }
+
+
+def match_part(report: dict, cache_path: Path, root: Path, n: int, tiny: bool) -> None:
+    report["loss_match_resnet50"] = loss_match(cache_path, root, 200)
+
+
+def cells_part(report: dict, cache_path: Path, root: Path, n: int, tiny: bool) -> None:
+    for backbone in ("mobilenetv2_035", "resnet50"):
+        for graphs in (False, True):
+            out = root / f"{backbone}-{'graphed' if graphs else 'eager'}"
+            options = {"snapshot_every": 500, "curve_iterations": [500], "device": "cuda", "cuda_graphs": graphs}
+            seconds = train_seconds(cache_path, out, backbone, "scratch", 1000, **options)
+            metrics = evaluate(out, cache_path, out / "predictions.h5", out / "metrics.csv", device="cuda")
+            final = metrics[(metrics["bodypart"] == "all") & (metrics["iteration"] == 1000)].set_index("set")
+            report[f"{backbone}/scratch/{'graphed' if graphs else 'eager'}"] = {
+                "train_s": sum(seconds),
+                "normalised_error": final["normalised_error"].to_dict(),
+                "pck": final["pck"].to_dict(),
+            }
+
+
+def loader_part(report: dict, cache_path: Path, root: Path, n: int, tiny: bool) -> None:
+    bare = device_seconds(bare_step(cache_path, "resnet50", "scratch", "cuda"), n)
+    real = loop_seconds(cache_path, root / "loop", n, device="cuda")
+    report["resnet50_loader"] = {"real_loop_s": real, "bare_step_on_device_s": bare, "ratio": real / bare}
+
+
+def compile_part(report: dict, cache_path: Path, root: Path, n: int, tiny: bool) -> None:
+    """Needs Triton and a C compiler on the GPU machine."""
+    for amp in (True, False):
+        start = time.perf_counter()
+        step = bare_step(cache_path, "resnet50", "scratch", "cuda", compile=True, amp=amp)
+        step()
+        torch.cuda.synchronize()
+        warmup = time.perf_counter() - start
+        bare = device_seconds(step, n)
+        real = loop_seconds(cache_path, root / f"loop-compiled-{amp}", n, device="cuda", compile=True, amp=amp)
+        report[f"resnet50_compiled_{'bf16' if amp else 'fp32'}"] = {
+            "first_step_s": warmup,
+            "bare_step_on_device_s": bare,
+            "real_loop_s": real,
+            "ratio": real / bare,
+        }
+
+
+PARTS = {  # in the order they run; "hours" reuses what "graphs" measured
+    "graphs": graphs_part,
+    "hours": hours_part,
+    "match": match_part,
+    "cells": cells_part,
+    "loader": loader_part,
+    "compile": compile_part,
+}
+
+
 def main(root: Path, tiny: bool, parts: list[str]) -> dict:
+    """Run the chosen parts, writing the report after each, so a cut run still says what it measured."""
     root.mkdir(parents=True, exist_ok=True)
     cache_path = synthetic_cache(root, 600)
     report = {"benchmark": "gpu", "machine": machine(), "bf16_supported": torch.cuda.is_bf16_supported()}
-
-    def save():
-        (root / "report.json").write_text(json.dumps(report, indent=2, default=str))
-
-    n = 20 if tiny else 100
-    if "graphs" in parts:
-        report["steps_per_s_per_gpu"] = {}
-        for backbone in list(FAMILY_PROBES.values())[: 1 if tiny else 3]:
-            report["steps_per_s_per_gpu"][backbone] = packing(cache_path, root, backbone, n)
-            save()
-    if "hours" in parts:
-        measured = report.get("steps_per_s_per_gpu", {})
-        gains = {}
-        for family, probe in FAMILY_PROBES.items():
-            if probe in measured:
-                best = max(v for k, v in measured[probe].items() if k.startswith("processes_"))
-                gains[family] = max(1.0, best / measured[probe]["graphed_1"])
-        table = projection(PAPER[:2] if tiny else PAPER, cache_path, n // 2, measured, gains)
-        table.to_csv(root / "gpu_hours.csv", index=False)
-        report["paper_study_gpu_hours"] = {
-            column: float(table[f"gpu_hours_{column}"].sum()) for column in ("eager", "graphed", "best")
-        } | {
-            "packing_gain_by_family": gains,
-            "how": "measured bare-step seconds per iteration (bf16, channels_last, batch 8, the synthetic canvas) "
-            "x iterations x 3 splits x 2 fractions; best: graphed, divided by the family's best gain from packing "
-            "cells as processes; loader and evaluation not included",
-        }
-        save()
-    if "match" in parts:
-        report["loss_match_resnet50"] = loss_match(cache_path, root, 200)
-        save()
-    if "cells" in parts:
-        for backbone in ("mobilenetv2_035", "resnet50"):
-            for graphs in (False, True):
-                out = root / f"{backbone}-{'graphed' if graphs else 'eager'}"
-                options = {"snapshot_every": 500, "curve_iterations": [500], "device": "cuda", "cuda_graphs": graphs}
-                seconds = train_seconds(cache_path, out, backbone, "scratch", 1000, **options)
-                metrics = evaluate(out, cache_path, out / "predictions.h5", out / "metrics.csv", device="cuda")
-                final = metrics[(metrics["bodypart"] == "all") & (metrics["iteration"] == 1000)].set_index("set")
-                report[f"{backbone}/scratch/{'graphed' if graphs else 'eager'}"] = {
-                    "train_s": sum(seconds),
-                    "normalised_error": final["normalised_error"].to_dict(),
-                    "pck": final["pck"].to_dict(),
-                }
-                save()
-    resnet50 = functools.partial(bare_step, cache_path, "resnet50", "scratch", "cuda")
-    if "loader" in parts:
-        bare, real = device_seconds(resnet50(), n), loop_seconds(cache_path, root / "loop", n, device="cuda")
-        report["resnet50_loader"] = {"real_loop_s": real, "bare_step_on_device_s": bare, "ratio": real / bare}
-        save()
-    if "compile" in parts:  # needs Triton and a C compiler on the GPU machine
-        for amp in (True, False):
-            start = time.perf_counter()
-            step = resnet50(compile=True, amp=amp)
-            step()
-            torch.cuda.synchronize()
-            warmup = time.perf_counter() - start
-            bare = device_seconds(step, n)
-            real = loop_seconds(cache_path, root / f"loop-compiled-{amp}", n, device="cuda", compile=True, amp=amp)
-            report[f"resnet50_compiled_{'bf16' if amp else 'fp32'}"] = {
-                "first_step_s": warmup,
-                "bare_step_on_device_s": bare,
-                "real_loop_s": real,
-                "ratio": real / bare,
-            }
-            save()
+    for name, part in PARTS.items():
+        if name in parts:
+            part(report, cache_path, root, 20 if tiny else 100, tiny)
+            (root / "report.json").write_text(json.dumps(report, indent=2, default=str))
     return report
 
 
@@ -247,7 +280,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("out", type=Path)
     parser.add_argument("--tiny", action="store_true")
-    parser.add_argument("--only", nargs="+", choices=PARTS, default=PARTS, help="measure only these parts")
+    parser.add_argument("--only", nargs="+", choices=list(PARTS), default=list(PARTS), help="measure only these parts")
     parser.add_argument("--worker", nargs=3, metavar=("CACHE", "BACKBONE", "INDEX"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:

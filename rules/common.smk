@@ -14,6 +14,7 @@ from oodpose.data.cache import dataset_files
 from oodpose.data.horse10 import BENCHMARK_FILES
 from oodpose.data.splits import official_split_files
 from oodpose.errors import InputError
+from oodpose.paper import study_backbones
 from oodpose.settings import (
     check_config,
     dataset_settings,
@@ -29,7 +30,7 @@ check_config(
 validate(config, "../config/schema.yaml")  # fills in the schema's defaults
 
 BACKBONES = load_backbones(config["backbones_table"])
-STUDY = config["study"]
+STUDY = config["study"] | {"backbones": study_backbones(config["study"]["backbones"])}
 CELL_LOGS = CELL_DIR.replace("results/", "results/logs/", 1)
 CELL_BENCHMARKS = CELL_DIR.replace("results/", "results/benchmarks/", 1)
 
@@ -229,7 +230,9 @@ def check_study():
     # any timm model: refuse one that cannot give stride-16 maps, before any job (imports torch; meta device).
     # Only where the workflow starts: a job's own process (SLURM) checks its backbone when it builds it.
     generic = [
-        BACKBONES[b] for b in STUDY["backbones"] if BACKBONES[b].family == GENERIC_FAMILY
+        BACKBONES[b]
+        for b in STUDY["backbones"]
+        if BACKBONES[b].family == GENERIC_FAMILY
     ]
     if generic and workflow.is_main_process:
         from oodpose.feature_maps import check_output_stride

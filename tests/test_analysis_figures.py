@@ -27,10 +27,22 @@ def metrics_table(slope=-0.01, noise=0.0, seed=0) -> pd.DataFrame:
                             error = 1 + slope * top1 + 0.1 * k + (init == "scratch") * 0.2 + noise * rng.normal()
                             error *= 2 if iteration == 100 else 1
                             for bodypart in ("Nose", "all"):
-                                rows.append(dict(dataset="toy", backbone=backbone, init=init, split=split,
-                                                 fraction=fraction, iteration=iteration,
-                                                 set=set_, bodypart=bodypart, n=10, pixel_error=error * 20,
-                                                 normalised_error=error, pck=1 - error / 2))  # fmt: skip
+                                rows.append(
+                                    dict(
+                                        dataset="toy",
+                                        backbone=backbone,
+                                        init=init,
+                                        split=split,
+                                        fraction=fraction,
+                                        iteration=iteration,
+                                        set=set_,
+                                        bodypart=bodypart,
+                                        n=10,
+                                        pixel_error=error * 20,
+                                        normalised_error=error,
+                                        pck=1 - error / 2,
+                                    )
+                                )
     return with_backbones(pd.DataFrame(rows), metadata(TOP1))
 
 
@@ -46,8 +58,12 @@ def test_the_statistics_take_top1_from_the_current_table_not_from_the_cells():
 
 def test_regression_recovers_a_known_slope():
     table = analysis.regressions(metrics_table(slope=-0.01))
-    row = table[(table["init"] == "imagenet") & (table["fraction"] == 50) & (table["set"] == "test_ood")
-                & (table["metric"] == "normalised_error")].iloc[0]  # fmt: skip
+    row = table[
+        (table["init"] == "imagenet")
+        & (table["fraction"] == 50)
+        & (table["set"] == "test_ood")
+        & (table["metric"] == "normalised_error")
+    ].iloc[0]
     assert row["slope"] == pytest.approx(-0.01) and row["r2"] == pytest.approx(1.0)
     assert row["slope_percent_per_point"] == pytest.approx(-1.0)  # the paper's unit: % per ImageNet point
     assert row["intercept"] == pytest.approx(1.2) and row["n_backbones"] == 4

@@ -66,8 +66,11 @@ def test_default_scale_bodyparts():
 
 def test_coco_dataset_prepares_like_any_other(shared_data, tmp_path):
     root = shutil.copytree(shared_data / "horse10-samples", tmp_path / "coco")
-    cache = Cache(prepare_cache(root, tmp_path / "cache", DatasetSettings(labels="test_horse10.json", n_splits=1,
-                                                                           n_train_individuals=1)))  # fmt: skip
+    cache = Cache(
+        prepare_cache(
+            root, tmp_path / "cache", DatasetSettings(labels="test_horse10.json", n_splits=1, n_train_individuals=1)
+        )
+    )
     assert cache.bodyparts[:2] == ["Nose", "Eye"] and len(cache.index) == 3
     assert cache.index["scale"].nunique() == 1  # frame 900 (no nose, no eye) has its individual's scale
 
@@ -77,19 +80,32 @@ def test_a_study_on_a_single_animal_project(shared_data, tmp_path):
 
     shutil.copytree(REPO / "config", tmp_path / "config")
     config = yaml.safe_load((tmp_path / "config" / "test.yaml").read_text())
-    dataset = {"path": str(shared_data / "dlc-openfield"), "scale_bodyparts": ["leftear", "rightear"], "n_splits": 1,
-               "n_train_individuals": 1}  # fmt: skip
+    dataset = {
+        "path": str(shared_data / "dlc-openfield"),
+        "scale_bodyparts": ["leftear", "rightear"],
+        "n_splits": 1,
+        "n_train_individuals": 1,
+    }
     config["datasets"] = {"openfield": dataset}
-    config["study"] = {"datasets": ["openfield"], "backbones": ["efficientnet_lite0"], "splits": [1], "fractions": [50],
-                       "inits": ["imagenet"]}  # fmt: skip
+    config["study"] = {
+        "datasets": ["openfield"],
+        "backbones": ["efficientnet_lite0"],
+        "splits": [1],
+        "fractions": [50],
+        "inits": ["imagenet"],
+    }
     config["training"] |= {"iterations": {"imagenet": 2, "scratch": 2}, "curve_iterations": {"imagenet": []}}
     (tmp_path / "config" / "openfield.yaml").write_text(yaml.safe_dump(config))
     snakemake(tmp_path, "--cores", "2", "--configfile", "config/openfield.yaml")
     cell = tmp_path / "results" / "openfield" / "efficientnet_lite0" / "imagenet" / "split1_frac50"
     predictions = pd.read_hdf(cell / "predictions.h5")
     assert predictions.columns.get_level_values("scorer")[0] == "Pranav"
-    assert list(predictions.columns.get_level_values("bodyparts").unique()) == ["snout", "leftear", "rightear",
-                                                                                "tailbase"]  # fmt: skip
+    assert list(predictions.columns.get_level_values("bodyparts").unique()) == [
+        "snout",
+        "leftear",
+        "rightear",
+        "tailbase",
+    ]
     metrics = pd.read_csv(cell / "metrics.csv")
     ood = metrics[(metrics["set"] == "test_ood") & (metrics["bodypart"] == "all")]
     assert (ood["n"] == 0).all() and ood["normalised_error"].isna().all()  # empty, reported as such

@@ -30,8 +30,10 @@ def hub(tmp_path_factory):
 
     The ConvNeXt file keeps its classifier, as the hub's files do; the model takes what it needs by name.
     """
-    states = {"resnet50": create_backbone(get_backbone("resnet50")).state_dict(),
-              "convnext_atto": timm.create_model("convnext_atto").state_dict()}  # fmt: skip
+    states = {
+        "resnet50": create_backbone(get_backbone("resnet50")).state_dict(),
+        "convnext_atto": timm.create_model("convnext_atto").state_dict(),
+    }
     payloads = {}
     for name, state in states.items():
         path = tmp_path_factory.mktemp("hub") / "model.safetensors"

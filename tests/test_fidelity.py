@@ -115,8 +115,20 @@ def test_deeplabcuts_input_normalisation_is_a_switch_evaluation_keeps(synthetic_
         net.std, torch.ones(1, 3, 1, 1)
     )
     out = tmp_path / "cell"
-    train(TrainConfig(str(synthetic_cache), str(out), "mobilenetv2_035", "scratch", iterations=1, snapshot_every=1,
-                      batch_size=2, device="cpu", threads=2, input_normalisation="deeplabcut"))  # fmt: skip
+    train(
+        TrainConfig(
+            str(synthetic_cache),
+            str(out),
+            "mobilenetv2_035",
+            "scratch",
+            iterations=1,
+            snapshot_every=1,
+            batch_size=2,
+            device="cpu",
+            threads=2,
+            input_normalisation="deeplabcut",
+        )
+    )
     settings = json.loads((out / "settings.json").read_text())
     trained, _ = load_trained(out / "model.pt", settings, 22)
     assert settings["input_normalisation"] == "deeplabcut" and torch.equal(trained.mean, net.mean)

@@ -21,10 +21,20 @@ def metrics_table(error, backbones=BACKBONES, splits=(1, 2, 3), iterations=(100,
                 for set_ in ("test_within", "test_ood"):
                     for iteration in iterations:
                         value = error(backbone, top1, init, set_, split, iteration) + rng.normal(0, 1e-3)
-                        rows.append(dict(dataset="horse", backbone=backbone, init=init,
-                                         split=split, fraction=fraction, set=set_, iteration=iteration,
-                                         bodypart="all", normalised_error=value,
-                                         pck=pck(backbone, set_) if pck else 1 - value))  # fmt: skip
+                        rows.append(
+                            dict(
+                                dataset="horse",
+                                backbone=backbone,
+                                init=init,
+                                split=split,
+                                fraction=fraction,
+                                set=set_,
+                                iteration=iteration,
+                                bodypart="all",
+                                normalised_error=value,
+                                pck=pck(backbone, set_) if pck else 1 - value,
+                            )
+                        )
     top1 = [dict(backbone=b, imagenet_top1=t, family="x", backbones="paper") for b, t in backbones.items()]
     return with_backbones(pd.DataFrame(rows), top1)
 

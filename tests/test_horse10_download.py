@@ -81,8 +81,9 @@ def served_sha256(files: dict) -> dict:
 def run_download(url, out, tmp_path, files, **kwargs):
     expected = {"individuals": 5, "frames": 150, "bodyparts": 22}
     kwargs = {"sha256": served_sha256(files)} | kwargs
-    return download_horse10(out, benchmark_url=f"{url}/bench", expected=expected, cache_dir=tmp_path / "hf",
-                            endpoint=url, **kwargs)  # fmt: skip
+    return download_horse10(
+        out, benchmark_url=f"{url}/bench", expected=expected, cache_dir=tmp_path / "hf", endpoint=url, **kwargs
+    )
 
 
 def test_download_lays_out_a_readable_dataset(server, tmp_path):
@@ -111,8 +112,13 @@ def test_the_benchmark_files_are_pinned_to_a_commit_and_checked(server, tmp_path
 def test_unexpected_counts_and_checksums_are_named(server, tmp_path):
     url, files = server
     with pytest.raises(InputError, match=r"individuals 5 \(expected 30\), frames 150 \(expected 8114\)"):
-        download_horse10(tmp_path / "h", benchmark_url=f"{url}/bench", cache_dir=tmp_path / "hf", endpoint=url,
-                         sha256=served_sha256(files))  # fmt: skip
+        download_horse10(
+            tmp_path / "h",
+            benchmark_url=f"{url}/bench",
+            cache_dir=tmp_path / "hf",
+            endpoint=url,
+            sha256=served_sha256(files),
+        )
     with pytest.raises(InputError, match="Horsescale.h5: sha256 .* does not match"):
         run_download(url, tmp_path / "h", tmp_path, files, sha256={"Horsescale.h5": "0" * 64})
     assert not (tmp_path / "h").exists()
@@ -149,8 +155,11 @@ def test_download_rule_through_the_workflow(server, tmp_path, monkeypatch):
     url, files = server
     shutil.copytree(REPO / "config", tmp_path / "config")
     config = yaml.safe_load((tmp_path / "config" / "config.yaml").read_text())
-    config["datasets"]["horse10"] |= {"benchmark_url": f"{url}/bench", "benchmark_sha256": served_sha256(files),
-                                      "expect": {"individuals": 5, "frames": 150, "bodyparts": 22}}  # fmt: skip
+    config["datasets"]["horse10"] |= {
+        "benchmark_url": f"{url}/bench",
+        "benchmark_sha256": served_sha256(files),
+        "expect": {"individuals": 5, "frames": 150, "bodyparts": 22},
+    }
     (tmp_path / "config" / "mirror.yaml").write_text(yaml.safe_dump(config))
     monkeypatch.setenv("HF_ENDPOINT", url)
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))

@@ -32,11 +32,14 @@ def keras_file(alpha: float, folder: Path) -> tuple[Path, object]:
 
     model = keras.applications.MobileNetV2(alpha=alpha, include_top=False, weights=None, input_shape=(96, 96, 3))
     rng = np.random.default_rng(int(alpha * 100))
-    model.set_weights([
-        rng.uniform(0.5, 1.5, w.shape).astype(np.float32) if "variance" in v.path
-        else rng.normal(0, 0.2, w.shape).astype(np.float32)
-        for v, w in zip(model.weights, model.get_weights())
-    ])  # fmt: skip
+    model.set_weights(
+        [
+            rng.uniform(0.5, 1.5, w.shape).astype(np.float32)
+            if "variance" in v.path
+            else rng.normal(0, 0.2, w.shape).astype(np.float32)
+            for v, w in zip(model.weights, model.get_weights())
+        ]
+    )
     path = folder / f"mobilenet_v2_weights_tf_dim_ordering_tf_kernels_{alpha}_224_no_top.h5"  # the published name
     with h5py.File(path, "w") as f:
         save_weights_to_hdf5_group(f, model)

@@ -86,8 +86,11 @@ def test_a_model_that_cannot_reach_stride_16_is_refused_by_name(model, why):
 def test_a_patch_14_transformer_sees_the_canvas_resized_so_a_token_covers_16_pixels(monkeypatch):
     model = build_model(get_backbone("eva02_small_patch14_mim"), 22, "scratch").eval()
     seen = []
-    monkeypatch.setattr(model.backbone.patch_embed, "forward", lambda x, f=model.backbone.patch_embed.forward: (
-        seen.append(tuple(x.shape[-2:])) or f(x)))  # fmt: skip
+    monkeypatch.setattr(
+        model.backbone.patch_embed,
+        "forward",
+        lambda x, f=model.backbone.patch_embed.forward: seen.append(tuple(x.shape[-2:])) or f(x),
+    )
     with torch.no_grad():
         scoremap = model(torch.zeros(1, 3, 161, 287, dtype=torch.uint8))[0]
     assert seen == [(11 * 14, 18 * 14)] and tuple(scoremap.shape[-2:]) == (22, 36)  # padded to 176x288, x14/16

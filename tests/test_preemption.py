@@ -23,15 +23,31 @@ def make_workdir(path: Path) -> Path:
     shutil.copytree(REPO / "config", path / "config")
     config = yaml.safe_load((path / "config" / "test.yaml").read_text())
     config["study"] |= {"backbones": ["efficientnet_lite0"], "inits": ["imagenet"], "splits": [1], "fractions": [50]}
-    config["training"] |= {"iterations": {"imagenet": 40, "scratch": 40}, "snapshot_every": 5,
-                           "curve_iterations": {"imagenet": [], "scratch": []}}  # fmt: skip
+    config["training"] |= {
+        "iterations": {"imagenet": 40, "scratch": 40},
+        "snapshot_every": 5,
+        "curve_iterations": {"imagenet": [], "scratch": []},
+    }
     (path / "config" / "preempt.yaml").write_text(yaml.safe_dump(config))
     return path
 
 
 def snakemake_command(workdir: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir), f"{CELL}/model.pt",
-            "--cores", "1", "--configfile", "config/preempt.yaml", *extra]  # fmt: skip
+    return [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "-s",
+        str(REPO / "Snakefile"),
+        "-d",
+        str(workdir),
+        f"{CELL}/model.pt",
+        "--cores",
+        "1",
+        "--configfile",
+        "config/preempt.yaml",
+        *extra,
+    ]
 
 
 def weights(workdir: Path) -> dict:
@@ -56,8 +72,13 @@ def training_process(run: subprocess.Popen) -> psutil.Process:
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGKILL])
 def test_killed_training_resumes_to_the_same_result(unbroken, tmp_path, signum):
     workdir = make_workdir(tmp_path)
-    run = subprocess.Popen(snakemake_command(workdir), cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                           start_new_session=True)  # fmt: skip
+    run = subprocess.Popen(
+        snakemake_command(workdir),
+        cwd=workdir,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
     snapshot = workdir / CELL / "snapshots" / "snapshot-0000010.pt"
     deadline = time.monotonic() + 180
     while not snapshot.exists():
@@ -69,8 +90,9 @@ def test_killed_training_resumes_to_the_same_result(unbroken, tmp_path, signum):
     stopped_at = max(int(p.stem.split("-")[1]) for p in (workdir / CELL / "snapshots").glob("snapshot-*.pt"))
     assert 10 <= stopped_at < 40
 
-    rerun = subprocess.run(snakemake_command(workdir, "--rerun-incomplete"), cwd=workdir, capture_output=True,
-                           text=True)  # fmt: skip
+    rerun = subprocess.run(
+        snakemake_command(workdir, "--rerun-incomplete"), cwd=workdir, capture_output=True, text=True
+    )
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     log = (workdir / "results" / "logs" / CELL.removeprefix("results/") / "train.log").read_text()
     assert f"at iteration {stopped_at}" in log

@@ -48,8 +48,17 @@ SMALL = DatasetSettings(n_splits=1, n_train_individuals=1)
 
 
 def cell(cache, out, **changes) -> TrainConfig:
-    base = dict(cache=str(cache), out=str(out), backbone="mobilenetv2_035", init="scratch", iterations=6,
-                snapshot_every=3, batch_size=2, device="cpu", threads=2)  # fmt: skip
+    base = dict(
+        cache=str(cache),
+        out=str(out),
+        backbone="mobilenetv2_035",
+        init="scratch",
+        iterations=6,
+        snapshot_every=3,
+        batch_size=2,
+        device="cpu",
+        threads=2,
+    )
     return TrainConfig(**{**base, **changes})
 
 
@@ -238,14 +247,20 @@ def csv_lines(project: Path) -> list[str]:
     [
         (lambda lines: ["# labelled by me", *lines], "the coords row \\(x, y\\) is line 4; remove any extra header"),
         (lambda lines: [lines[0], *lines], "the coords row \\(x, y\\) is line 4; remove any extra header"),
-        (lambda lines: [*lines[:4], lines[4].replace(",11.0,", ",abc,", 1), *lines[5:]],
-         "row labeled-data/a/1.png, column Nose/x: 'abc' is not a number"),
-        (lambda lines: [*lines[:4], lines[4].replace(",11.0,", ",11,5,", 1), *lines[5:]],
-         "line 5 has 8 fields but the header 7; a decimal comma splits a number in two"),
-        (lambda lines: [lines[0], "individuals,m1,m1,m1,m1,m1,m1", *lines[1:]],
-         "a multi-animal DeepLabCut file \\(its second header row is 'individuals'\\)"),
+        (
+            lambda lines: [*lines[:4], lines[4].replace(",11.0,", ",abc,", 1), *lines[5:]],
+            "row labeled-data/a/1.png, column Nose/x: 'abc' is not a number",
+        ),
+        (
+            lambda lines: [*lines[:4], lines[4].replace(",11.0,", ",11,5,", 1), *lines[5:]],
+            "line 5 has 8 fields but the header 7; a decimal comma splits a number in two",
+        ),
+        (
+            lambda lines: [lines[0], "individuals,m1,m1,m1,m1,m1,m1", *lines[1:]],
+            "a multi-animal DeepLabCut file \\(its second header row is 'individuals'\\)",
+        ),
     ],
-)  # fmt: skip
+)
 def test_bad_label_csv_gets_one_sentence(tmp_path, edit, message):
     project = make_project(tmp_path / "p")
     (project / "CollectedData_me.csv").write_text("\n".join(edit(csv_lines(project))) + "\n")
@@ -259,8 +274,11 @@ def test_other_bad_inputs_get_one_sentence(tmp_path):
         read_labels(empty)
     with pytest.raises(InputError, match="scale bodyparts name 'Nose' twice"):
         prepare_cache(make_project(tmp_path / "p"), tmp_path / "c", DatasetSettings(scale_bodyparts=("Nose", "Nose")))
-    coco = {"images": [{"id": 1, "file_name": "labeled-data/a/0.png"}], "annotations": [{"image_id": 1,
-            "keypoints": [1, 2, 2, 3, 4]}], "categories": [{"keypoints": ["Nose", "Eye"]}]}  # fmt: skip
+    coco = {
+        "images": [{"id": 1, "file_name": "labeled-data/a/0.png"}],
+        "annotations": [{"image_id": 1, "keypoints": [1, 2, 2, 3, 4]}],
+        "categories": [{"keypoints": ["Nose", "Eye"]}],
+    }
     (tmp_path / "p" / "coco.json").write_text(json.dumps(coco))
     with pytest.raises(InputError, match="has 5 keypoint values, not \\(x, y, v\\) triplets"):
         prepare_cache(tmp_path / "p", tmp_path / "c2", DatasetSettings(labels="coco.json"))
@@ -281,7 +299,7 @@ TRAIN = ["train", "cache", "out", "--backbone", "resnet50"]
         (["prepare", "d", "o", "--n-splits", "0"], "n_splits: 0 is less than the minimum of 1"),
         ([*TRAIN, "--fraction", "80"], "fraction: 80 is greater than the maximum of 50"),
     ],
-)  # fmt: skip
+)
 def test_cli_refuses_what_the_schema_refuses(argv, message, capsys):
     with pytest.raises(SystemExit) as stopped:
         main(argv)

@@ -77,20 +77,52 @@ def test_cli_prepare_builds_what_the_workflow_builds(monkeypatch):
     from_cli = captured(monkeypatch, "oodpose.data.cache", "prepare_cache", ["prepare", "data", "out"])
     assert from_cli == settings.dataset_settings({}) == DatasetSettings()
     assert from_cli.scale_bodyparts is None  # auto-detected, as in the workflow
-    argv = ["prepare", "d", "o", "--labels", "c.json", "--individuals", "i.csv", "--scale-bodyparts", "A", "B",
-            "--n-splits", "2"]  # fmt: skip
+    argv = [
+        "prepare",
+        "d",
+        "o",
+        "--labels",
+        "c.json",
+        "--individuals",
+        "i.csv",
+        "--scale-bodyparts",
+        "A",
+        "B",
+        "--n-splits",
+        "2",
+    ]
     config = {"labels": "c.json", "individuals": "i.csv", "scale_bodyparts": ["A", "B"], "n_splits": 2}
     assert captured(monkeypatch, "oodpose.data.cache", "prepare_cache", argv) == settings.dataset_settings(config)
 
 
 def test_cli_train_builds_what_the_workflow_builds(monkeypatch):
     training = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())["training"]
-    workflow = settings.train_config(training, backbone="resnet50", init="scratch", split=2, fraction=5,
-                                     cache="c", out="o")  # fmt: skip
-    argv = ["train", "c", "o", "--backbone", "resnet50", "--init", "scratch", "--split", "2", "--fraction", "5",
-            "--iterations", str(training["iterations"]["scratch"]), "--snapshot-every", str(training["snapshot_every"]),
-            "--curve-iterations", ",".join(map(str, training["curve_iterations"]["scratch"])),
-            "--batch-size", str(training["batch_size"]), "--threads", str(training["threads"])]  # fmt: skip
+    workflow = settings.train_config(
+        training, backbone="resnet50", init="scratch", split=2, fraction=5, cache="c", out="o"
+    )
+    argv = [
+        "train",
+        "c",
+        "o",
+        "--backbone",
+        "resnet50",
+        "--init",
+        "scratch",
+        "--split",
+        "2",
+        "--fraction",
+        "5",
+        "--iterations",
+        str(training["iterations"]["scratch"]),
+        "--snapshot-every",
+        str(training["snapshot_every"]),
+        "--curve-iterations",
+        ",".join(map(str, training["curve_iterations"]["scratch"])),
+        "--batch-size",
+        str(training["batch_size"]),
+        "--threads",
+        str(training["threads"]),
+    ]
     from_cli = captured(monkeypatch, "oodpose.train", "train", argv)
     assert from_cli == dataclasses.replace(workflow, threads=training["threads"])
     assert (from_cli.ilr, from_cli.final_lr, from_cli.cycles) == (5e-4, 5e-5, 3)  # the table's scratch schedule
@@ -182,3 +214,31 @@ def test_config_refuses_curve_iterations_past_training_before_any_job():
     config["training"]["curve_iterations"]["scratch"] = [2, 9]
     with pytest.raises(InputError, match=r"config key training.scratch: curve_iterations: \[9\] must be below"):
         settings.check_config(config, SCHEMA)
+
+
+def test_the_schema_the_settings_and_the_cli_agree_on_what_a_study_may_set():
+    """Every training setting is a `training:` key (the rest name the cell, override the backbone table's schedule
+    for one cell, or say where it runs), and each key is a flag of `oodpose train` with the schema's description."""
+    training = SCHEMA["properties"]["training"]["properties"]
+    cell, schedule = {"cache", "out", "backbone", "init", "split", "fraction"}, {"ilr", "final_lr", "cycles"}
+    runtime = {"device", "workers", "weights", "backbones_table"}
+    assert {f.name for f in dataclasses.fields(TrainConfig)} == set(training) | cell | schedule | runtime
+    train = cli.parser()._subparsers._group_actions[0].choices["train"]
+    helps = {action.dest: (action.help or "").replace("%%", "%") for action in train._actions}
+    for key, node in training.items():
+        assert node["description"] in helps[key], key
+    config = yaml.safe_load((REPO / "config" / "test.yaml").read_text())
+    config["training"] |= {"global_scale": 0.6, "pos_dist_thresh": 12.0, "locref_weight": 0.1}
+    settings.check_config(config, SCHEMA)  # what docs/fidelity.md tells a user to set, the schema takes
+    resolved = settings.train_config(config["training"], backbone="resnet50", cache="c", out="o")
+    assert (resolved.global_scale, resolved.pos_dist_thresh, resolved.locref_weight) == (0.6, 12.0, 0.1)
+
+
+def test_paper_in_a_studys_backbones_stands_for_the_papers_13():
+    from oodpose import paper
+
+    assert paper.study_backbones(["paper"]) == list(paper.BACKBONES) and len(paper.BACKBONES) == 13
+    assert paper.study_backbones(["resnet50", "paper", "convnext_tiny"])[:2] == ["resnet50", "mobilenetv2_035"]
+    assert paper.study_backbones(["paper", "convnext_tiny"])[-1] == "convnext_tiny"
+    assert len(paper.study_backbones(["paper", "resnet50"])) == 13  # each name once
+    assert set(paper.BACKBONES) <= set(load_backbones())

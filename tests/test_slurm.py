@@ -38,8 +38,23 @@ def test_test_study_runs_through_slurm_with_gpu_requests(cluster, tmp_path):
     for folder in ("config", "profiles"):
         shutil.copytree(REPO / folder, tmp_path / folder)
     before = {job["JobId"] for job in slurm_jobs()}
-    command = ["timeout", "-k", "10", "900", sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"),
-               "-d", str(tmp_path), "--profile", "profiles/slurm-ci", "--configfile", "config/test.yaml"]  # fmt: skip
+    command = [
+        "timeout",
+        "-k",
+        "10",
+        "900",
+        sys.executable,
+        "-m",
+        "snakemake",
+        "-s",
+        str(REPO / "Snakefile"),
+        "-d",
+        str(tmp_path),
+        "--profile",
+        "profiles/slurm-ci",
+        "--configfile",
+        "config/test.yaml",
+    ]
     result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-5000:]
     summary = tmp_path / "results" / "synthetic" / "summary"

@@ -137,8 +137,14 @@ def test_compiled_network_trains_like_the_eager_one(synthetic_cache, tmp_path):
     (On one input shape: a jittering preset recompiles for each of its canvas sizes. With frozen batch norm:
     MobileNetV2's trained batch statistics on batches of 2 make any rounding difference grow within steps.)"""
     for name, compile in (("eager", False), ("compiled", True)):
-        cell = config(synthetic_cache, tmp_path / name, iterations=3, snapshot_every=3, augmentation="none",
-                      backbone="efficientnet_lite0")  # fmt: skip
+        cell = config(
+            synthetic_cache,
+            tmp_path / name,
+            iterations=3,
+            snapshot_every=3,
+            augmentation="none",
+            backbone="efficientnet_lite0",
+        )
         train(dataclasses.replace(cell, compile=compile))
     eager, compiled = (pd.read_csv(tmp_path / name / "train_log.csv") for name in ("eager", "compiled"))
     np.testing.assert_allclose(compiled["loss"], eager["loss"], rtol=1e-3)
@@ -162,8 +168,15 @@ def test_cuda_graphs_fall_back_to_the_eager_step_off_cuda(synthetic_cache, tmp_p
 def test_graphed_training_gives_the_eager_losses(synthetic_cache, tmp_path):
     """Replayed steps run the eager loop's kernels: the same losses (rtol 1e-3), over the paper preset's several
     canvas sizes (one graph each). Frozen batch norm (EfficientNet), as in the compile test."""
-    cell = config(synthetic_cache, tmp_path / "eager", iterations=60, snapshot_every=30, device="cuda",
-                  backbone="efficientnet_lite0", augmentation="paper")  # fmt: skip
+    cell = config(
+        synthetic_cache,
+        tmp_path / "eager",
+        iterations=60,
+        snapshot_every=30,
+        device="cuda",
+        backbone="efficientnet_lite0",
+        augmentation="paper",
+    )
     train(cell)
     train(dataclasses.replace(cell, out=str(tmp_path / "graphed"), cuda_graphs=True))
     eager, replayed = (pd.read_csv(tmp_path / name / "train_log.csv") for name in ("eager", "graphed"))

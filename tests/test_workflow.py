@@ -38,8 +38,11 @@ def job_counts(output: str) -> dict[str, int]:
 
 
 def planned_outputs(output: str, suffix: str) -> set[str]:
-    return {line.split("output: ")[1].split(",")[0] for line in output.splitlines()
-            if "output: " in line and line.split(",")[0].endswith(suffix)}  # fmt: skip
+    return {
+        line.split("output: ")[1].split(",")[0]
+        for line in output.splitlines()
+        if "output: " in line and line.split(",")[0].endswith(suffix)
+    }
 
 
 def n_cells(config: dict) -> int:
@@ -128,8 +131,11 @@ def test_a_study_that_grows_keeps_its_prepared_cache(workdir):
     config["study"] |= {"backbones": ["efficientnet_lite0"], "splits": [1], "fractions": [50]}
     (workdir / "small.yaml").write_text(yaml.safe_dump(config))
     snakemake(workdir, "results/synthetic/cache", "--cores", "1", "--configfile", "small.yaml")
-    config["study"] |= {"backbones": ["efficientnet_lite0", "efficientnet_lite1"], "splits": [1, 2],
-                        "fractions": [5, 50]}  # fmt: skip
+    config["study"] |= {
+        "backbones": ["efficientnet_lite0", "efficientnet_lite1"],
+        "splits": [1, 2],
+        "fractions": [5, 50],
+    }
     (workdir / "grown.yaml").write_text(yaml.safe_dump(config))
     counts = job_counts(snakemake(workdir, "-n", "--quiet", "rules", "--configfile", "grown.yaml").stdout)
     assert "prepare" not in counts and "synthesize" not in counts
@@ -175,8 +181,16 @@ def test_end_to_end_produces_every_output(finished_run):
 
     regressions = pd.read_csv(summary / "regressions.csv")
     assert regressions["slope"].notna().any()
-    assert (finished_run / "results" / "logs" / "synthetic" / "efficientnet_lite0" / "imagenet" / "split1_frac50"
-            / "train.log").exists()  # fmt: skip
+    assert (
+        finished_run
+        / "results"
+        / "logs"
+        / "synthetic"
+        / "efficientnet_lite0"
+        / "imagenet"
+        / "split1_frac50"
+        / "train.log"
+    ).exists()
     assert (finished_run / "results" / "benchmarks" / "synthetic" / "prepare.tsv").exists()
 
 
@@ -361,7 +375,9 @@ def test_a_rerun_after_a_rate_change_really_retrains(finished_run, run_copy, tmp
     assert settings["ilr"] == 2e-3
     fields = {f: settings[f] for f in TrainConfig.__dataclass_fields__ if f not in ("cache", "out", "weights")}
     fresh = train(TrainConfig(**fields, cache=str(run_copy / "results/synthetic/cache"), out=str(tmp_path / "fresh")))
-    rerun, first, fresh = (torch.load(p, weights_only=False)["model"] for p in
-                           (run_copy / CELL / "model.pt", finished_run / CELL / "model.pt", fresh))  # fmt: skip
+    rerun, first, fresh = (
+        torch.load(p, weights_only=False)["model"]
+        for p in (run_copy / CELL / "model.pt", finished_run / CELL / "model.pt", fresh)
+    )
     assert all(torch.equal(rerun[k], fresh[k]) for k in fresh)
     assert not all(torch.equal(rerun[k], first[k]) for k in first)

@@ -77,9 +77,13 @@ def write_summary(outputs: dict[str, pd.DataFrame | str], folder: str | Path) ->
 
 
 def aggregate(
-    metric_files: Iterable[str | Path], dataset: str, metadata: list[dict], cells: pd.DataFrame | None,
-    horse10: bool, out: str | Path,
-) -> dict[str, pd.DataFrame | str]:  # fmt: skip
+    metric_files: Iterable[str | Path],
+    dataset: str,
+    metadata: list[dict],
+    cells: pd.DataFrame | None,
+    horse10: bool,
+    out: str | Path,
+) -> dict[str, pd.DataFrame | str]:
     """Read, join, summarise and write one dataset's summary; `cells` None: the cells found are all expected."""
     metrics = with_backbones(read_cell_metrics(metric_files, dataset), metadata)
     if cells is None:

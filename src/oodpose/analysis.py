@@ -17,9 +17,24 @@ from oodpose import paper
 from oodpose.study import CELL, OOD, PRETRAINED, SCRATCH, WITHIN
 
 METRICS = ["normalised_error", "pck"]
-REGRESSION_COLUMNS = ["dataset", "backbones", "init", "fraction", "set", "metric", "n_backbones", "slope",
-                      "intercept", "r2", "p_value", "slope_ci_low", "slope_ci_high", "slope_percent_per_point",
-                      "ci_low_percent_per_point", "ci_high_percent_per_point"]  # fmt: skip
+REGRESSION_COLUMNS = [
+    "dataset",
+    "backbones",
+    "init",
+    "fraction",
+    "set",
+    "metric",
+    "n_backbones",
+    "slope",
+    "intercept",
+    "r2",
+    "p_value",
+    "slope_ci_low",
+    "slope_ci_high",
+    "slope_percent_per_point",
+    "ci_low_percent_per_point",
+    "ci_high_percent_per_point",
+]
 
 
 def final(metrics: pd.DataFrame) -> pd.DataFrame:
@@ -58,8 +73,14 @@ def regressions(metrics: pd.DataFrame) -> pd.DataFrame:
     for backbones, subset in groups:
         for (dataset, init, fraction, set_), group in subset.groupby(["dataset", "init", "fraction", "set"]):
             for metric in METRICS:
-                row = {"dataset": dataset, "backbones": backbones, "init": init, "fraction": fraction, "set": set_,
-                       "metric": metric}  # fmt: skip
+                row = {
+                    "dataset": dataset,
+                    "backbones": backbones,
+                    "init": init,
+                    "fraction": fraction,
+                    "set": set_,
+                    "metric": metric,
+                }
                 rows.append(row | fit_on_top1(group[["imagenet_top1", metric]].dropna(), metric))
     return pd.DataFrame(rows, columns=REGRESSION_COLUMNS)
 
@@ -152,11 +173,16 @@ def slope_note(regressions: pd.DataFrame | None, set_: str, fraction: int, paper
     """One line: the pretrained normalised-error slope on ImageNet top-1 for `set_`, in % per point."""
     name = {OOD: "out of domain", WITHIN: "within domain"}[set_]
     chosen = dict(backbones="all", init=PRETRAINED, fraction=fraction, set=set_, metric="normalised_error")
-    rows = pd.DataFrame() if regressions is None else regressions[
-        (regressions[list(chosen)] == pd.Series(chosen)).all(axis=1)]  # fmt: skip
+    rows = (
+        pd.DataFrame()
+        if regressions is None
+        else regressions[(regressions[list(chosen)] == pd.Series(chosen)).all(axis=1)]
+    )
     if rows.empty or pd.isna(rows["slope_percent_per_point"].iloc[0]):
         return f"Normalised error vs ImageNet top-1, {name}: too few backbones to fit (paper: {paper:+.2f}% per point)."
     r = rows.iloc[0]
-    return (f"Normalised error vs ImageNet top-1, {name}: {r.slope_percent_per_point:+.2f}% per ImageNet point "
-            f"(95% CI {r.ci_low_percent_per_point:+.2f} to {r.ci_high_percent_per_point:+.2f}, R² {r.r2:.2f}, "
-            f"{r.n_backbones} backbones; paper: {paper:+.2f}%).")  # fmt: skip
+    return (
+        f"Normalised error vs ImageNet top-1, {name}: {r.slope_percent_per_point:+.2f}% per ImageNet point "
+        f"(95% CI {r.ci_low_percent_per_point:+.2f} to {r.ci_high_percent_per_point:+.2f}, R² {r.r2:.2f}, "
+        f"{r.n_backbones} backbones; paper: {paper:+.2f}%)."
+    )

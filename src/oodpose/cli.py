@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import argparse
 import functools
+import importlib.resources
 import logging
 import sys
+
+import yaml
 
 from oodpose.errors import InputError
 from oodpose.logs import FORMAT
@@ -17,6 +20,8 @@ from oodpose.settings import TEST_SCALE, TrainConfig
 from oodpose.settings import DatasetSettings as Dataset
 from oodpose.settings import SyntheticSettings as Synthetic
 from oodpose.study import AUGMENTATIONS, BATCHNORM_STATISTICS, INITS, NORMALISATIONS
+
+SCHEMA = yaml.safe_load((importlib.resources.files("oodpose") / "config.schema.yaml").read_text())
 
 
 def _int_list(text: str) -> list[int]:
@@ -60,56 +65,70 @@ def add_summary(s: argparse.ArgumentParser) -> None:
     s.add_argument("--horse10", action="store_true", help="the cells are Horse-10's: hold Table 1 against the paper")
 
 
+def config_option(s: argparse.ArgumentParser, path: str, default=None, **kwargs) -> None:
+    """A flag for the config key at `path` (e.g. ``training.batch_size``; ``*`` for any dataset's name), whose
+    help is the config schema's description: the command line and the config document a setting once."""
+    node = SCHEMA
+    for key in path.split("."):
+        node = node["additionalProperties"] if key == "*" else node["properties"][key]
+    key = path.rsplit(".", 1)[-1]
+    flag = kwargs.pop("flag", f"--{key.replace('_', '-')}")
+    text = ("turn off " if flag.startswith("--no-") else "") + node["description"]
+    text += "" if default is None else f" (default {default})"
+    s.add_argument(flag, help=text.replace("%", "%%"), **kwargs)
+
+
 def add_synthesize(s: argparse.ArgumentParser) -> None:
     s.add_argument("out")
-    s.add_argument("--n-individuals", type=int, help=f"horses to draw (default {Synthetic.n_individuals})")
-    s.add_argument("--n-frames", type=int, help=f"frames over all horses (default {Synthetic.n_frames})")
-    s.add_argument("--n-splits", type=int, help=f"official split files to write (default {Synthetic.n_splits})")
-    s.add_argument("--n-train-individuals", type=int,
-                   help=f"training horses per split (default {Synthetic.n_train_individuals})")  # fmt: skip
-    s.add_argument("--seed", type=int)
+    drawing = "datasets.*.synthetic"
+    config_option(s, f"{drawing}.n_individuals", Synthetic.n_individuals, type=int)
+    config_option(s, f"{drawing}.n_frames", Synthetic.n_frames, type=int)
+    config_option(s, "datasets.*.n_splits", Synthetic.n_splits, type=int)
+    config_option(s, "datasets.*.n_train_individuals", Synthetic.n_train_individuals, type=int)
+    config_option(s, f"{drawing}.seed", Synthetic.seed, type=int)
 
 
 def add_prepare(s: argparse.ArgumentParser) -> None:
     s.add_argument("dataset")
     s.add_argument("out")
-    s.add_argument("--scale-bodyparts", nargs=2, help="the two bodyparts whose distance normalises errors "
-                   "(default: a nose- and an eye-like name)")  # fmt: skip
-    s.add_argument("--labels", help="a COCO keypoint JSON (relative to the dataset) instead of DeepLabCut files")
-    s.add_argument("--individuals", help="CSV with columns folder,individual: several videos of one animal")
-    s.add_argument("--n-splits", type=int,
-                   help=f"splits to generate when there are no official ones (default {Dataset.n_splits})")  # fmt: skip
-    s.add_argument(
-        "--n-train-individuals",
-        type=int,
-        help=f"training individuals per generated split (default {Dataset.n_train_individuals})",
-    )
-    s.add_argument("--seed", type=int)
+    config_option(s, "datasets.*.scale_bodyparts", nargs=2)
+    config_option(s, "datasets.*.labels")
+    config_option(s, "datasets.*.individuals")
+    config_option(s, "datasets.*.n_splits", Dataset.n_splits, type=int)
+    config_option(s, "datasets.*.n_train_individuals", Dataset.n_train_individuals, type=int)
+    config_option(s, "datasets.*.seed", Dataset.seed, type=int)
 
 
 def add_train(s: argparse.ArgumentParser) -> None:
+    """The cell, then every `training:` key of the config, then the schedule's overrides and where it runs."""
     s.add_argument("cache")
     s.add_argument("out")
     s.add_argument("--backbone", required=True)
     s.add_argument("--init", choices=INITS, help=f"default {TrainConfig.init}")
     s.add_argument("--split", type=int, help=f"default {TrainConfig.split}")
     s.add_argument("--fraction", type=int, help=f"training fraction in %% (default {TrainConfig.fraction})")
-    s.add_argument("--iterations", type=int, help=f"default {TrainConfig.iterations}")
+    for key, kind in (
+        ("iterations", int),
+        ("batch_size", int),
+        ("snapshot_every", int),
+        ("seed", int),
+        ("global_scale", float),
+        ("pos_dist_thresh", float),
+        ("locref_weight", float),
+    ):
+        config_option(s, f"training.{key}", getattr(TrainConfig, key), type=kind)
+    config_option(s, "training.curve_iterations", type=_int_list, metavar="I,J,...")
+    config_option(s, "training.threads", type=int)
+    config_option(s, "training.augmentation", TrainConfig.augmentation, choices=AUGMENTATIONS)
+    config_option(s, "training.input_normalisation", TrainConfig.input_normalisation, choices=NORMALISATIONS)
+    config_option(s, "training.amp", flag="--no-amp", dest="amp", action="store_false")
+    config_option(s, "training.compile", action="store_true")
+    config_option(s, "training.cuda_graphs", action="store_true")
     s.add_argument("--ilr", type=float, help="initial learning rate (default: the backbone table's)")
     s.add_argument("--final-lr", type=float, help="rate the cosine decays to (default: the backbone table's)")
     s.add_argument("--cycles", type=int, help="cosine cycles (default: the table's from scratch, else 1)")
-    s.add_argument("--batch-size", type=int, help=f"default {TrainConfig.batch_size}")
-    s.add_argument("--snapshot-every", type=int, help=f"default {TrainConfig.snapshot_every}")
-    s.add_argument("--curve-iterations", type=_int_list, help="iterations whose weights are kept, e.g. 5000,10000")
-    s.add_argument("--seed", type=int)
     s.add_argument("--device", help="auto (default), cpu or cuda[:i]")
-    s.add_argument("--threads", type=int)
-    s.add_argument("--workers", type=int)
-    s.add_argument("--augmentation", choices=AUGMENTATIONS, help=f"preset (default {TrainConfig.augmentation})")
-    s.add_argument("--input-normalisation", choices=NORMALISATIONS, help=f"default {TrainConfig.input_normalisation}")
-    s.add_argument("--no-amp", dest="amp", action="store_false", help="full precision on CUDA")
-    s.add_argument("--compile", action="store_true", help="torch.compile the network (slow warm-up)")
-    s.add_argument("--cuda-graphs", action="store_true", help="replay each step from a CUDA graph (bench/README.md)")
+    s.add_argument("--workers", type=int, help="data-loader workers (default: by device)")
     s.add_argument("--weights", help="a .pth/.safetensors file of ImageNet weights for the backbone")
     s.add_argument("--backbones-table", help="the backbone table (default: the one the package ships)")
 
@@ -157,8 +176,14 @@ def aggregate_cells(options: dict) -> None:
 
     table = load_backbones(options.get("backbones_table", DEFAULT_TABLE))
     metric_files = [Path(c) / "metrics.csv" for c in options["cells"]]
-    aggregate(metric_files, options["dataset"], backbone_metadata(table.values()), None, options.get("horse10", False),
-              options["out"])  # fmt: skip
+    aggregate(
+        metric_files,
+        options["dataset"],
+        backbone_metadata(table.values()),
+        None,
+        options.get("horse10", False),
+        options["out"],
+    )
 
 
 def draw_cell_figures(options: dict) -> None:

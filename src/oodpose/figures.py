@@ -54,8 +54,16 @@ def mark_added(ax: plt.Axes, data: pd.DataFrame, by: list[str]) -> None:
     added = data[data["backbones"] == "added"]
     if not added.empty:
         points = added.groupby(["backbone", "imagenet_top1", *by], as_index=False)["normalised_error"].mean()
-        ax.scatter(points["imagenet_top1"], points["normalised_error"], s=70, marker="D", facecolors="none",
-                   edgecolors="k", lw=0.8, zorder=3)  # fmt: skip
+        ax.scatter(
+            points["imagenet_top1"],
+            points["normalised_error"],
+            s=70,
+            marker="D",
+            facecolors="none",
+            edgecolors="k",
+            lw=0.8,
+            zorder=3,
+        )
 
 
 def figure1(metrics: pd.DataFrame, path: Path, missing: pd.DataFrame) -> None:
@@ -64,11 +72,25 @@ def figure1(metrics: pd.DataFrame, path: Path, missing: pd.DataFrame) -> None:
     fraction = int(data["fraction"].max())
     data = data[data["fraction"] == fraction]
     fig, ax = plt.subplots(figsize=(4.2, 3.2))
-    sns.lineplot(data=data, x="imagenet_top1", y="normalised_error", hue="set", style="init", palette=PALETTE,
-                 dashes=DASHES, markers=True, errorbar="se", err_style="bars", ax=ax)  # fmt: skip
+    sns.lineplot(
+        data=data,
+        x="imagenet_top1",
+        y="normalised_error",
+        hue="set",
+        style="init",
+        palette=PALETTE,
+        dashes=DASHES,
+        markers=True,
+        errorbar="se",
+        err_style="bars",
+        ax=ax,
+    )
     mark_added(ax, data, ["set", "init"])
-    ax.set(xlabel="ImageNet top-1 accuracy (%)", ylabel="normalised error",
-           title=f"{fraction}% training data{missing_note(missing)}")  # fmt: skip
+    ax.set(
+        xlabel="ImageNet top-1 accuracy (%)",
+        ylabel="normalised error",
+        title=f"{fraction}% training data{missing_note(missing)}",
+    )
     outside_legend(ax)
     save(fig, path)
 
@@ -84,8 +106,17 @@ def figure3ab(metrics: pd.DataFrame, path: Path, missing: pd.DataFrame) -> None:
         for (set_, _split), line in part.groupby(["set", "split"]):
             line = line.sort_values("imagenet_top1")
             ax.plot(line["imagenet_top1"], line["normalised_error"], color=PALETTE[set_], alpha=0.3, lw=0.8)
-        sns.lineplot(data=part, x="imagenet_top1", y="normalised_error", hue="set", palette=PALETTE,
-                     errorbar=None, marker="o", ax=ax, legend=ax is axes[0, -1])  # fmt: skip
+        sns.lineplot(
+            data=part,
+            x="imagenet_top1",
+            y="normalised_error",
+            hue="set",
+            palette=PALETTE,
+            errorbar=None,
+            marker="o",
+            ax=ax,
+            legend=ax is axes[0, -1],
+        )
         mark_added(ax, part, ["set"])
         ax.set(xlabel="ImageNet top-1 accuracy (%)", ylabel="normalised error", title=f"{fraction}% training data")
     outside_legend(axes[0, -1])
@@ -96,9 +127,22 @@ def figure3ab(metrics: pd.DataFrame, path: Path, missing: pd.DataFrame) -> None:
 def figure4_5a(metrics: pd.DataFrame, path: Path, missing: pd.DataFrame) -> None:
     """Figures 4 and 5A: normalised error vs iteration, scratch solid, pretrained dashed; row per fraction."""
     data = readable(metrics[metrics["bodypart"] == "all"])
-    grid = sns.relplot(data=data, x="iteration", y="normalised_error", hue="set", style="init", row="fraction",
-                       col="backbone", kind="line", palette=PALETTE, dashes=DASHES, errorbar="se", height=2.2,
-                       aspect=1.2, facet_kws={"sharey": False})  # fmt: skip
+    grid = sns.relplot(
+        data=data,
+        x="iteration",
+        y="normalised_error",
+        hue="set",
+        style="init",
+        row="fraction",
+        col="backbone",
+        kind="line",
+        palette=PALETTE,
+        dashes=DASHES,
+        errorbar="se",
+        height=2.2,
+        aspect=1.2,
+        facet_kws={"sharey": False},
+    )
     grid.set_titles("{col_name}, {row_name}% data", size=8)
     grid.figure.suptitle(f"Normalised error during training{missing_note(missing)}", fontsize=9, y=1.02)
     save(grid.figure, path)
@@ -114,8 +158,11 @@ def figure5b(metrics: pd.DataFrame, path: Path, missing: pd.DataFrame) -> None:
         top = np.nanmax(wide[[PRETRAINED, SCRATCH]].to_numpy()) * 1.05
         ax.plot([0, top], [0, top], color="k", lw=0.7, ls=":")
         outside_legend(ax)
-    ax.set(xlabel="normalised error, pretrained", ylabel="normalised error, from scratch",
-           title=f"All backbones{missing_note(missing)}")  # fmt: skip
+    ax.set(
+        xlabel="normalised error, pretrained",
+        ylabel="normalised error, from scratch",
+        title=f"All backbones{missing_note(missing)}",
+    )
     save(fig, path)
 
 

@@ -1,5 +1,7 @@
 """The paper's claims, each checked against one study's numbers, with the statistic behind each verdict.
 
+Each claim is one record of CLAIMS: its id, statement, the unit of its estimate, what a study needs to
+test it, and the function that tests it; `findings.csv`, `findings.md` and docs/findings.md follow that list.
 A verdict is "supported" only when a 95 % confidence interval lies wholly on the claim's side of zero,
 "contradicted" when it lies wholly on the other side, and "not resolvable at this n" otherwise, or when
 the study lacks what the claim needs (one backbone, one init, no learning curve, not Horse-10).
@@ -8,6 +10,9 @@ at each cell's last iteration unless the claim is about learning curves.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -19,17 +24,41 @@ from oodpose.analysis import final, fit_on_top1, paired_errors
 from oodpose.study import OOD, PRETRAINED, SCRATCH, WITHIN
 
 SUPPORTED, CONTRADICTED, UNRESOLVED = "supported", "contradicted", "not resolvable at this n"
-CLAIMS = {
-    "a": "Pretrained networks have lower out-of-domain error than the same networks trained from scratch.",
-    "b": "The pretrained-vs-scratch gap is larger out of domain than within domain.",
-    "c": "From scratch, out-of-domain error plateaus or rises while within-domain error still falls.",
-    "d1": "Out-of-domain error falls with ImageNet top-1.",
-    "d2": "Out-of-domain error falls more steeply with ImageNet top-1 than within-domain error.",
-    "e": "Table 1 (pretrained, 50 % data) is reproduced on Horse-10 within ±{margin:g} PCK points.",
-}
-COLUMNS = ["dataset", "fraction", "claim", "scope", "statement", "statistic", "estimate", "ci_low", "ci_high", "n",
-           "verdict"]  # fmt: skip
+COLUMNS = [
+    "dataset",
+    "fraction",
+    "claim",
+    "scope",
+    "statement",
+    "statistic",
+    "estimate",
+    "ci_low",
+    "ci_high",
+    "n",
+    "verdict",
+]
 TABLE1_MARGIN = 5.0  # PCK points; a tolerance chosen here (the paper gives none) for "reproduces Table 1"
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """What one dataset at one training fraction gives the claims' tests."""
+
+    curves: pd.DataFrame  # every evaluated iteration of its cells
+    final: pd.DataFrame  # each cell's last iteration, bodypart 'all'
+    fraction: int
+    horse10: bool
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One of the paper's claims, as this pipeline tests it."""
+
+    id: str
+    statement: str
+    unit: str  # of the estimate
+    needs: str  # what a study must have for the claim to be testable
+    test: Callable[[Evidence], list[dict]]  # its findings rows; `lacking(claim)` when the study cannot test it
 
 
 def mean_ci(values) -> tuple[float, float, float, int]:
@@ -49,40 +78,56 @@ def verdict(low: float, high: float, sign: int) -> str:
     return SUPPORTED if (low > 0) == (sign > 0) else CONTRADICTED
 
 
-def finding(claim: str, scope: str, statistic: str, estimate_ci: tuple, sign: int, **extra) -> dict:
+def finding(claim: str, scope: str, statistic: str, estimate_ci: tuple, sign: int) -> dict:
+    """One findings row of `claim`: its estimate, 95 % interval and n, and the verdict for a predicted `sign`."""
     estimate, low, high, n = estimate_ci
-    return {"claim": claim, "scope": scope, "statement": CLAIMS[claim].format(margin=TABLE1_MARGIN),
-            "statistic": statistic, "estimate": estimate, "ci_low": low, "ci_high": high, "n": n,
-            "verdict": verdict(low, high, sign)} | extra  # fmt: skip
+    return {
+        "claim": claim,
+        "scope": scope,
+        "statement": CLAIM[claim].statement,
+        "statistic": statistic,
+        "estimate": estimate,
+        "ci_low": low,
+        "ci_high": high,
+        "n": n,
+        "verdict": verdict(low, high, sign),
+    }
 
 
-def lacking(claim: str, why: str) -> dict:
-    """A claim the study's design cannot test."""
-    return finding(claim, "pooled", f"not testable: {why}", (np.nan, np.nan, np.nan, 0), 1)
+def lacking(claim: str) -> list[dict]:
+    """A claim the study's design cannot test, saying what it needs."""
+    return [finding(claim, "pooled", f"not testable: {CLAIM[claim].needs}", (np.nan, np.nan, np.nan, 0), 1)]
 
 
-def init_gaps(metrics: pd.DataFrame) -> pd.DataFrame:
+def init_gaps(evidence: Evidence) -> pd.DataFrame:
     """Scratch minus pretrained final error, one row per backbone and split, one column per set (within, OOD)."""
-    wide = paired_errors(metrics)
+    wide = paired_errors(evidence.curves)
     if not {PRETRAINED, SCRATCH} <= set(wide.columns):
         return pd.DataFrame()
     gaps = (wide[SCRATCH] - wide[PRETRAINED]).unstack("set")
     return gaps[[s for s in (WITHIN, OOD) if s in gaps.columns]].dropna()
 
 
-def pretrained_beats_scratch(metrics: pd.DataFrame) -> list[dict]:
-    """(a) pooled over backbones x splits, then per backbone (paired across splits); (b) OOD gap minus within."""
-    gaps = init_gaps(metrics)
+def pretrained_beats_scratch(evidence: Evidence) -> list[dict]:
+    """(a) pooled over backbones x splits, then per backbone (paired across splits)."""
+    gaps = init_gaps(evidence)
     if OOD not in gaps:
-        return [lacking("a", "needs both inits evaluated out of domain"), lacking("b", "needs both inits")]
+        return lacking("a")
     what = "scratch minus pretrained OOD normalised error, paired"
     rows = [finding("a", "pooled", f"{what} (backbones x splits)", mean_ci(gaps[OOD]), +1)]
-    rows += [finding("a", backbone, f"{what} across splits", mean_ci(group[OOD]), +1)
-             for backbone, group in gaps.groupby(level="backbone")]  # fmt: skip
-    if WITHIN not in gaps:
-        return rows + [lacking("b", "needs both inits evaluated within domain")]
+    return rows + [
+        finding("a", backbone, f"{what} across splits", mean_ci(group[OOD]), +1)
+        for backbone, group in gaps.groupby(level="backbone")
+    ]
+
+
+def gap_larger_out_of_domain(evidence: Evidence) -> list[dict]:
+    """(b) the OOD gap minus the within-domain gap, paired per backbone and split."""
+    gaps = init_gaps(evidence)
+    if not {WITHIN, OOD} <= set(gaps):
+        return lacking("b")
     what = "(scratch - pretrained) OOD minus the same within domain, normalised error, paired (backbones x splits)"
-    return rows + [finding("b", "pooled", what, mean_ci(gaps[OOD] - gaps[WITHIN]), +1)]
+    return [finding("b", "pooled", what, mean_ci(gaps[OOD] - gaps[WITHIN]), +1)]
 
 
 def curve_changes(metrics: pd.DataFrame) -> pd.DataFrame:
@@ -100,46 +145,72 @@ def curve_changes(metrics: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows).pivot_table(index=["backbone", "split"], columns="set", values="change")
 
 
-def scratch_plateaus(metrics: pd.DataFrame) -> list[dict]:
+def scratch_plateaus(evidence: Evidence) -> list[dict]:
     """(c) within-domain error still falls late in training (change < 0), and OOD error falls less (difference > 0)."""
-    changes = curve_changes(metrics)
+    changes = curve_changes(evidence.curves)
     if changes.empty or not {WITHIN, OOD} <= set(changes.columns):
-        return [lacking("c", "needs scratch learning curves with two or more evaluated iterations in both sets")]
+        return lacking("c")
     changes = changes.dropna()
     within = mean_ci(changes[WITHIN])
     interval = "no CI at n = 1" if np.isnan(within[1]) else f"CI {within[1]:+.1f} to {within[2]:+.1f}"
-    row = finding("c", "pooled", "relative change (%) of error from mid-run to the end, OOD minus within, paired "
-                  f"(scratch cells); within-domain change {within[0]:+.1f}% ({interval})",
-                  mean_ci(changes[OOD] - changes[WITHIN]), +1)  # fmt: skip
+    row = finding(
+        "c",
+        "pooled",
+        "relative change (%) of error from mid-run to the end, OOD minus within, paired "
+        f"(scratch cells); within-domain change {within[0]:+.1f}% ({interval})",
+        mean_ci(changes[OOD] - changes[WITHIN]),
+        +1,
+    )
     if row["verdict"] == SUPPORTED and verdict(within[1], within[2], -1) != SUPPORTED:
         row["verdict"] = UNRESOLVED  # OOD lags, but within-domain error is not shown to be still falling
     return [row]
 
 
-def slopes(table: pd.DataFrame) -> list[dict]:
-    """(d1) the OOD slope alone, as `regressions.csv` fits it; (d2) OOD minus within slope, from one OLS with an
-    interaction (a common residual variance for both sets); both on backbone means, in % per ImageNet point."""
-    means = table[table["init"] == PRETRAINED].groupby(["backbone", "imagenet_top1", "set"], as_index=False)[
-        "normalised_error"].mean()  # fmt: skip
+def pretrained_means(evidence: Evidence) -> pd.DataFrame | None:
+    """Pretrained backbone means of error (in %) per set, or None below 3 distinct top-1 values in both sets."""
+    table = evidence.final
+    means = (
+        table[table["init"] == PRETRAINED]
+        .groupby(["backbone", "imagenet_top1", "set"], as_index=False)["normalised_error"]
+        .mean()
+    )
     means = means[means["set"].isin([WITHIN, OOD])].assign(error=lambda d: 100 * d["normalised_error"])
-    if means["imagenet_top1"].nunique() < 3 or means["set"].nunique() < 2:
-        why = "needs pretrained cells of 3 or more backbones with distinct ImageNet top-1, in both sets"
-        return [lacking("d1", why), lacking("d2", why)]
-    n = means["backbone"].nunique()
+    return None if means["imagenet_top1"].nunique() < 3 or means["set"].nunique() < 2 else means
+
+
+def ood_slope(evidence: Evidence) -> list[dict]:
+    """(d1) the OOD slope alone, as `regressions.csv` fits it, on backbone means."""
+    means = pretrained_means(evidence)
+    if means is None:
+        return lacking("d1")
     ood = fit_on_top1(means.loc[means["set"] == OOD, ["imagenet_top1", "error"]], "error")
-    d1 = (ood["slope"], ood["slope_ci_low"], ood["slope_ci_high"], n)
-    fit = smf.ols("error ~ imagenet_top1 * ood", data=means.assign(ood=(means["set"] == OOD).astype(float))).fit()
-    low, high = fit.conf_int(0.05).loc["imagenet_top1:ood"]
-    d2 = (fit.params["imagenet_top1:ood"], low, high, n)
+    estimate = (ood["slope"], ood["slope_ci_low"], ood["slope_ci_high"], means["backbone"].nunique())
     return [
-        finding("d1", "pooled", "OOD normalised-error slope, % per ImageNet point (OLS on backbone means)", d1, -1),
-        finding("d2", "pooled", "OOD minus within-domain slope, % per ImageNet point (OLS interaction)", d2, -1),
+        finding(
+            "d1", "pooled", "OOD normalised-error slope, % per ImageNet point (OLS on backbone means)", estimate, -1
+        )
     ]
 
 
-def table1_reproduced(table: pd.DataFrame) -> list[dict]:
+def steeper_out_of_domain(evidence: Evidence) -> list[dict]:
+    """(d2) OOD minus within slope, from one OLS with an interaction (a common residual variance for both sets)."""
+    means = pretrained_means(evidence)
+    if means is None:
+        return lacking("d2")
+    fit = smf.ols("error ~ imagenet_top1 * ood", data=means.assign(ood=(means["set"] == OOD).astype(float))).fit()
+    low, high = fit.conf_int(0.05).loc["imagenet_top1:ood"]
+    estimate = (fit.params["imagenet_top1:ood"], low, high, means["backbone"].nunique())
+    return [
+        finding("d2", "pooled", "OOD minus within-domain slope, % per ImageNet point (OLS interaction)", estimate, -1)
+    ]
+
+
+def table1_reproduced(evidence: Evidence) -> list[dict]:
     """(e) mean PCK difference to the paper's Table 1 across its backbones: an equivalence test at ±TABLE1_MARGIN."""
-    mine = table[(table["init"] == PRETRAINED) & (table["fraction"] == 50) & table["backbone"].isin(paper.TABLE1)]
+    if not evidence.horse10:
+        return lacking("e")
+    table = evidence.final
+    mine = table[(table["init"] == PRETRAINED) & table["backbone"].isin(paper.TABLE1)]
     rows = []
     for index, set_ in enumerate((WITHIN, OOD)):
         pck = mine[mine["set"] == set_].groupby("backbone")["pck"].mean() * 100
@@ -153,33 +224,85 @@ def table1_reproduced(table: pd.DataFrame) -> list[dict]:
     return rows
 
 
+CLAIMS = (
+    Claim(
+        "a",
+        "Pretrained networks have lower out-of-domain error than the same networks trained from scratch.",
+        "normalised error",
+        "both inits evaluated out of domain",
+        pretrained_beats_scratch,
+    ),
+    Claim(
+        "b",
+        "The pretrained-vs-scratch gap is larger out of domain than within domain.",
+        "normalised error",
+        "both inits evaluated within and out of domain",
+        gap_larger_out_of_domain,
+    ),
+    Claim(
+        "c",
+        "From scratch, out-of-domain error plateaus or rises while within-domain error still falls.",
+        "% change",
+        "scratch learning curves with two or more evaluated iterations in both sets",
+        scratch_plateaus,
+    ),
+    Claim(
+        "d1",
+        "Out-of-domain error falls with ImageNet top-1.",
+        "% per ImageNet point",
+        "pretrained cells of 3 or more backbones with distinct ImageNet top-1, in both sets",
+        ood_slope,
+    ),
+    Claim(
+        "d2",
+        "Out-of-domain error falls more steeply with ImageNet top-1 than within-domain error.",
+        "% per ImageNet point",
+        "pretrained cells of 3 or more backbones with distinct ImageNet top-1, in both sets",
+        steeper_out_of_domain,
+    ),
+    Claim(
+        "e",
+        f"Table 1 (pretrained, 50 % data) is reproduced on Horse-10 within ±{TABLE1_MARGIN:g} PCK points.",
+        "PCK points",
+        "the dataset to be Horse-10, at 50 % training data",
+        table1_reproduced,
+    ),
+)
+CLAIM = {claim.id: claim for claim in CLAIMS}
+PAPER_FRACTION = {"e": 50}  # a claim about one training fraction is checked only there
+
+
 def findings(metrics: pd.DataFrame, horse10: bool) -> pd.DataFrame:
-    """Every claim, per dataset and training fraction (Table 1 at 50 % only, and only on Horse-10)."""
-    table = final(metrics)
+    """Every claim, per dataset and training fraction."""
     rows = []
-    for (dataset, fraction), group in table.groupby(["dataset", "fraction"]):
+    for (dataset, fraction), group in final(metrics).groupby(["dataset", "fraction"]):
         curves = metrics[(metrics["dataset"] == dataset) & (metrics["fraction"] == fraction)]
-        claims = pretrained_beats_scratch(curves) + scratch_plateaus(curves) + slopes(group)
-        if fraction == 50:
-            claims += table1_reproduced(group) if horse10 else [lacking("e", "the dataset is not Horse-10")]
-        rows += [{"dataset": dataset, "fraction": fraction} | row for row in claims]
+        evidence = Evidence(curves, group, int(fraction), horse10)
+        for claim in CLAIMS:
+            if PAPER_FRACTION.get(claim.id, fraction) == fraction:
+                rows += [{"dataset": dataset, "fraction": fraction} | row for row in claim.test(evidence)]
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
 def findings_markdown(table: pd.DataFrame) -> str:
     """The findings as Markdown: one line per claim, then the per-backbone tests of claim (a)."""
-    lines = ["# Findings: the paper's claims, checked against this study", "",
-             "Verdicts: *supported* or *contradicted* when the 95 % confidence interval lies wholly on one side "
-             "of zero, else *not resolvable at this n*. Each statistic names its unit; claims (a) and (b) "
-             "are in normalised error (error / scale), (c) in %, (d) in % per ImageNet point, (e) in PCK points.",
-             ""]  # fmt: skip
+    units = "; ".join(f"({claim.id}) in {claim.unit}" for claim in CLAIMS)
+    lines = [
+        "# Findings: the paper's claims, checked against this study",
+        "",
+        "Verdicts: *supported* or *contradicted* when the 95 % confidence interval lies wholly on one side "
+        f"of zero, else *not resolvable at this n*. Each statistic names its unit: {units}.",
+        "",
+    ]
     head = ["| claim | verdict | statistic | estimate (95 % CI) | n |", "|---|---|---|---|---:|"]
     for (dataset, fraction), group in table.groupby(["dataset", "fraction"]):
         lines += [f"## {dataset}, {fraction} % training data", ""] + head
         per_backbone = (group["claim"] == "a") & (group["scope"] != "pooled")
         pooled, per_backbone = group[~per_backbone], group[per_backbone]
-        lines += [table_row(f"({r.claim}) {r.statement}" + ("" if r.scope == "pooled" else f" [{r.scope}]"), r)
-                  for r in pooled.itertuples()]  # fmt: skip
+        lines += [
+            table_row(f"({r.claim}) {r.statement}" + ("" if r.scope == "pooled" else f" [{r.scope}]"), r)
+            for r in pooled.itertuples()
+        ]
         if len(per_backbone):
             lines += ["", "Claim (a) per backbone, paired across splits:", ""] + head
             lines += [table_row(f"(a) {r.scope}", r) for r in per_backbone.itertuples()]
@@ -188,6 +311,9 @@ def findings_markdown(table: pd.DataFrame) -> str:
 
 
 def table_row(label: str, r) -> str:
-    interval = "–" if pd.isna(r.estimate) else f"{r.estimate:+.3g}" + (
-        "" if pd.isna(r.ci_low) else f" ({r.ci_low:+.3g} to {r.ci_high:+.3g})")  # fmt: skip
+    interval = (
+        "–"
+        if pd.isna(r.estimate)
+        else f"{r.estimate:+.3g}" + ("" if pd.isna(r.ci_low) else f" ({r.ci_low:+.3g} to {r.ci_high:+.3g})")
+    )
     return f"| {label} | **{r.verdict}** | {r.statistic} | {interval} | {r.n} |"

@@ -35,15 +35,25 @@ def weights_url(file_name: str) -> str:
 
 def layer_map() -> dict[str, str]:
     """Keras layer name -> timm module path, for every layer that holds weights."""
-    names = {"Conv1": "conv_stem", "bn_Conv1": "bn1", "Conv_1": "conv_head", "Conv_1_bn": "bn2",
-             "expanded_conv_depthwise": "blocks.0.0.conv_dw", "expanded_conv_depthwise_BN": "blocks.0.0.bn1",
-             "expanded_conv_project": "blocks.0.0.conv_pw", "expanded_conv_project_BN": "blocks.0.0.bn2"}  # fmt: skip
+    names = {
+        "Conv1": "conv_stem",
+        "bn_Conv1": "bn1",
+        "Conv_1": "conv_head",
+        "Conv_1_bn": "bn2",
+        "expanded_conv_depthwise": "blocks.0.0.conv_dw",
+        "expanded_conv_depthwise_BN": "blocks.0.0.bn1",
+        "expanded_conv_project": "blocks.0.0.conv_pw",
+        "expanded_conv_project_BN": "blocks.0.0.bn2",
+    }
     block = 1
     for stage, size in enumerate(STAGE_SIZES, start=1):
         for index in range(size):
             prefix = f"blocks.{stage}.{index}"
-            for keras_part, conv, bn in (("expand", "conv_pw", "bn1"), ("depthwise", "conv_dw", "bn2"),
-                                         ("project", "conv_pwl", "bn3")):  # fmt: skip
+            for keras_part, conv, bn in (
+                ("expand", "conv_pw", "bn1"),
+                ("depthwise", "conv_dw", "bn2"),
+                ("project", "conv_pwl", "bn3"),
+            ):
                 names[f"block_{block}_{keras_part}"] = f"{prefix}.{conv}"
                 names[f"block_{block}_{keras_part}_BN"] = f"{prefix}.{bn}"
             block += 1

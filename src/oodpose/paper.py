@@ -14,6 +14,12 @@ TABLE1: dict[str, tuple[float, float]] = {  # backbone: (within domain, out of d
 }
 BACKBONES: tuple[str, ...] = tuple(TABLE1)  # the paper's 13, in Table 1's order
 SLOPES: dict[str, float] = dict(_PAPER["slopes"])  # set: % normalised error per ImageNet point
+ALIAS = "paper"  # in a study's `backbones:`, the paper's 13
+
+
+def study_backbones(names: list[str]) -> list[str]:
+    """A study's backbones, with `paper` standing for the paper's 13 in Table 1's order, each name once."""
+    return list(dict.fromkeys(b for name in names for b in (BACKBONES if name == ALIAS else (name,))))
 
 
 def backbone_group(name: str) -> str:

@@ -304,9 +304,26 @@ def training_rows(cache: Cache, cfg: TrainConfig) -> np.ndarray:
     if len(rows) == 0:
         raise InputError(f"{cfg.cache}: split {cfg.split} at fraction {cfg.fraction}% has no training frames")
     if cfg.batch_size > len(rows):
-        log.warning("batch size %d is larger than the %d training frames of split %d at %d%%: every batch repeats "
-                    "frames", cfg.batch_size, len(rows), cfg.split, cfg.fraction)  # fmt: skip
+        log.warning(
+            "batch size %d is larger than the %d training frames of split %d at %d%%: every batch repeats frames",
+            cfg.batch_size,
+            len(rows),
+            cfg.split,
+            cfg.fraction,
+        )
     return rows
+
+
+def batches(cache: Cache, rows: np.ndarray, cfg: TrainConfig, rt: Runtime, start: int) -> DataLoader:
+    """The run's augmented batches from iteration `start` on, as the seed orders them (so a resumed run
+    sees the batches it would have seen)."""
+    return DataLoader(
+        PoseDataset(cache, rows, cfg.augmentation, global_scale=cfg.global_scale),
+        batch_sampler=RunSampler(len(rows), cfg.batch_size, cfg.seed, start, cfg.iterations),
+        num_workers=rt.workers,
+        pin_memory=rt.pin_memory,
+        prefetch_factor=4 if rt.workers else None,
+    )
 
 
 def train(config: TrainConfig) -> Path:
@@ -326,20 +343,13 @@ def train(config: TrainConfig) -> Path:
     log_path = out / "train_log.csv"
     rewind_log(log_path, start)
     settings = write_settings(cfg, run, cache, out / "settings.json")
-    loader = DataLoader(
-        PoseDataset(cache, rows, cfg.augmentation, global_scale=cfg.global_scale),
-        batch_sampler=RunSampler(len(rows), cfg.batch_size, cfg.seed, start, cfg.iterations),
-        num_workers=run.rt.workers,
-        pin_memory=run.rt.pin_memory,
-        prefetch_factor=4 if run.rt.workers else None,
-    )
+    loader = batches(cache, rows, cfg, run.rt, start)
     # --- the loop
     step = step_function(run, cfg)
     stop = StopRequest()
     pending: list[dict] = []
     run.model.train()
-    progress = tqdm(total=cfg.iterations, initial=start, desc=f"train {cfg.backbone}/{cfg.init}", mininterval=5,
-                    unit="it", dynamic_ncols=False)  # fmt: skip
+    progress = tqdm(total=cfg.iterations, initial=start, desc=f"train {cfg.backbone}/{cfg.init}", mininterval=5)
     tick = time.perf_counter()
     try:
         for iteration, (images, keypoints, scales, _) in enumerate(loader, start=start):

@@ -67,10 +67,20 @@ class Preset:
 
 PRESETS = {
     "paper": Preset(scale_jitter=(0.75 * 0.5, 1.25 * 1.25), crop_pad=0.15, crop_pad_p=0.4),
-    "imgaug": Preset(scale_jitter=(0.5, 1.25), rotation=25.0, rotation_p=0.4, crop_pad=0.15, crop_pad_p=0.4,
-                     elastic_p=0.5, motion_blur_p=0.5, dropout_p=0.5, histeq_p=0.1, clahe_p=0.1),
+    "imgaug": Preset(
+        scale_jitter=(0.5, 1.25),
+        rotation=25.0,
+        rotation_p=0.4,
+        crop_pad=0.15,
+        crop_pad_p=0.4,
+        elastic_p=0.5,
+        motion_blur_p=0.5,
+        dropout_p=0.5,
+        histeq_p=0.1,
+        clahe_p=0.1,
+    ),
     "none": Preset(),
-}  # fmt: skip
+}
 
 
 @dataclass(frozen=True)

@@ -58,8 +58,11 @@ def extract(tarball: Path, into: Path) -> Path:
 def check_dataset(root: Path, expected: dict[str, int]) -> None:
     """The dataset holds what Horse-10 holds; any difference names what is wrong."""
     labels = read_labels(root)
-    found = {"individuals": labels.frames["individual"].nunique(), "frames": len(labels.frames),
-             "bodyparts": len(labels.bodyparts)}  # fmt: skip
+    found = {
+        "individuals": labels.frames["individual"].nunique(),
+        "frames": len(labels.frames),
+        "bodyparts": len(labels.bodyparts),
+    }
     wrong = {k: (found[k], v) for k, v in expected.items() if found[k] != v}
     if wrong:
         raise InputError(

@@ -40,15 +40,6 @@ class Labels:
     bodyparts: tuple[str, ...]
     scorer: str
 
-    def table(self) -> pd.DataFrame:
-        """The tidy long table: one row per (frame, bodypart) with its x and y."""
-        n, j = len(self.frames), len(self.bodyparts)
-        long = self.frames.loc[self.frames.index.repeat(j)].reset_index(drop=True)
-        long["bodypart"] = np.tile(self.bodyparts, n)
-        long["x"] = self.keypoints[:, :, 0].ravel()
-        long["y"] = self.keypoints[:, :, 1].ravel()
-        return long
-
 
 def find_label_files(root: Path) -> list[Path]:
     """The label files of a dataset, merged file first; h5 preferred over its csv twin."""
@@ -250,8 +241,14 @@ def drop_labels_outside(root: Path, labels: Labels) -> None:
         outside = ((keypoints < 0) | (keypoints > size)).any(axis=-1)
     if outside.any():
         named = frames["frame"].to_numpy()[outside.any(axis=1)]
-        log.warning("%s: %d labels lie outside their image and count as unlabelled, in %d frames: %s%s", root,
-                    int(outside.sum()), len(named), ", ".join(named[:5]), " ..." if len(named) > 5 else "")  # fmt: skip
+        log.warning(
+            "%s: %d labels lie outside their image and count as unlabelled, in %d frames: %s%s",
+            root,
+            int(outside.sum()),
+            len(named),
+            ", ".join(named[:5]),
+            " ..." if len(named) > 5 else "",
+        )
         keypoints[outside] = np.nan
 
 

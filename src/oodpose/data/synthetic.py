@@ -39,11 +39,29 @@ from oodpose.data.splits import make_splits, splits_to_official
 from oodpose.settings import SyntheticSettings
 
 BODYPARTS = (
-    "Nose", "Eye", "Nearknee", "Nearfrontfetlock", "Nearfrontfoot", "Offknee", "Offfrontfetlock",
-    "Offfrontfoot", "Shoulder", "Midshoulder", "Elbow", "Girth", "Wither", "Nearhindhock",
-    "Nearhindfetlock", "Nearhindfoot", "Hip", "Stifle", "Offhindhock", "Offhindfetlock", "Offhindfoot",
+    "Nose",
+    "Eye",
+    "Nearknee",
+    "Nearfrontfetlock",
+    "Nearfrontfoot",
+    "Offknee",
+    "Offfrontfetlock",
+    "Offfrontfoot",
+    "Shoulder",
+    "Midshoulder",
+    "Elbow",
+    "Girth",
+    "Wither",
+    "Nearhindhock",
+    "Nearhindfetlock",
+    "Nearhindfoot",
+    "Hip",
+    "Stifle",
+    "Offhindhock",
+    "Offhindfetlock",
+    "Offhindfoot",
     "Ischium",
-)  # fmt: skip
+)
 COATS = {  # body colour, mane/tail colour, lower-leg colour (None = body colour)
     "Bay": ((125, 68, 34), (25, 18, 15), (30, 22, 18)),
     "Chestnut": ((160, 82, 38), (150, 78, 40), None),
@@ -54,14 +72,23 @@ COATS = {  # body colour, mane/tail colour, lower-leg colour (None = body colour
 NOSE_EYE = 0.29  # nose-to-eye distance in body lengths; sets the pixel size of a horse
 # The horse at rest, in body lengths: x forward, y up from the ground.
 REST = {
-    "Ischium": (-0.50, 1.12), "Hip": (-0.33, 1.30), "Stifle": (-0.25, 0.88), "Wither": (0.28, 1.36),
-    "Midshoulder": (0.36, 1.17), "Shoulder": (0.48, 1.01), "Elbow": (0.30, 0.80), "Girth": (0.17, 0.74),
-    "Eye": (0.80, 1.65), "Nose": (0.95, 1.40),
-}  # fmt: skip
+    "Ischium": (-0.50, 1.12),
+    "Hip": (-0.33, 1.30),
+    "Stifle": (-0.25, 0.88),
+    "Wither": (0.28, 1.36),
+    "Midshoulder": (0.36, 1.17),
+    "Shoulder": (0.48, 1.01),
+    "Elbow": (0.30, 0.80),
+    "Girth": (0.17, 0.74),
+    "Eye": (0.80, 1.65),
+    "Nose": (0.95, 1.40),
+}
 LEGS = {  # name: (root keypoint, x of the hoof at rest, gait phase offset, front leg?)
-    "Nearfront": ("Elbow", 0.33, 0.25, True), "Offfront": ("Elbow", 0.36, 0.75, True),
-    "Nearhind": ("Stifle", -0.41, 0.0, False), "Offhind": ("Stifle", -0.38, 0.5, False),
-}  # fmt: skip
+    "Nearfront": ("Elbow", 0.33, 0.25, True),
+    "Offfront": ("Elbow", 0.36, 0.75, True),
+    "Nearhind": ("Stifle", -0.41, 0.0, False),
+    "Offhind": ("Stifle", -0.38, 0.5, False),
+}
 
 
 def middle_joint(leg: str) -> str:
@@ -229,6 +256,100 @@ def frame_geometry(horse: Horse, t: int, size: tuple[int, int]) -> tuple[float, 
     return unit, cx, height * horse.ground_y
 
 
+def shade(colour: tuple, factor: float) -> tuple:
+    return tuple(int(min(255, c * factor)) for c in colour)
+
+
+class Painter:
+    """The horse's colours and its mask, drawn together; widths in body lengths (`unit` pixels each), points as
+    bodypart names (`px`) or pixel positions."""
+
+    def __init__(self, size: tuple[int, int], unit: float, px: dict):
+        self.paint, self.mask = Image.new("RGB", size), Image.new("L", size, 0)
+        self.draws = ((ImageDraw.Draw(self.paint), None), (ImageDraw.Draw(self.mask), 255))
+        self.unit, self.px = unit, px
+
+    def line(self, a, b, width_bl: float, colour) -> None:
+        w = max(1, int(round(width_bl * self.unit)))
+        a, b = tuple(map(float, a)), tuple(map(float, b))
+        for d, mask_colour in self.draws:
+            c = colour if mask_colour is None else mask_colour
+            d.line([a, b], fill=c, width=w)
+            r = w / 2
+            for p in (a, b):
+                d.ellipse([p[0] - r, p[1] - r, p[0] + r, p[1] + r], fill=c)
+
+    def polygon(self, names_or_points, colour) -> None:
+        pts = [tuple(map(float, self.px[p] if isinstance(p, str) else p)) for p in names_or_points]
+        for d, mask_colour in self.draws:
+            d.polygon(pts, fill=colour if mask_colour is None else mask_colour)
+
+
+def draw_leg(painter: Painter, horse: Horse, name: str, near: bool) -> None:
+    """One leg, the far ones darker; a white sock below the fetlock where the horse has one."""
+    body, _, points_colour = COATS[horse.coat]
+    legs_colour, factor, px = points_colour or body, 1.0 if near else 0.72, painter.px
+    root, middle = px[LEGS[name][0]], px[middle_joint(name)]
+    fetlock, foot = px[f"{name}fetlock"], px[f"{name}foot"]
+    painter.line(root, middle, 0.11, shade(body, factor))
+    painter.line(middle, fetlock, 0.06, shade(legs_colour, factor))
+    sock = horse.socks[list(LEGS).index(name)]
+    painter.line(fetlock, foot, 0.055, shade((235, 232, 225) if sock else legs_colour, factor))
+    hoof = (foot[0] + horse.direction * 0.02 * painter.unit, foot[1])
+    painter.line(foot, hoof, 0.05, shade((45, 40, 38), factor))
+
+
+TRUNK = [
+    (-0.42, 1.34),
+    "Hip",
+    (0.0, 1.27),
+    (0.24, 1.40),
+    "Midshoulder",
+    (0.53, 1.04),
+    (0.47, 0.92),
+    "Elbow",
+    (0.16, 0.70),
+    (-0.12, 0.71),
+    (-0.28, 0.82),
+    (-0.53, 0.96),
+    (-0.54, 1.14),
+]
+
+
+def draw_horse(painter: Painter, horse: Horse, points: dict, cx: float, gy: float) -> None:
+    """The far legs, tail, trunk, neck, head, mane and blaze, then the near legs and the eye."""
+    body, mane, _ = COATS[horse.coat]
+    px, unit = painter.px, painter.unit
+
+    def rel(x, y):  # a point of the body outline, in body lengths from the horse's centre, moving with the wither
+        return (cx + horse.direction * x * unit, gy - (y + points["Wither"][1] - REST["Wither"][1]) * unit)
+
+    draw_leg(painter, horse, "Offhind", near=False)
+    draw_leg(painter, horse, "Offfront", near=False)
+    painter.line(rel(-0.52, 1.24), rel(-0.62, 0.75), 0.07, mane)  # the tail
+    painter.polygon([p if isinstance(p, str) else rel(*p) for p in TRUNK], body)
+    painter.polygon([rel(0.22, 1.40), px["Poll"], px["Throat"], rel(0.52, 1.02), "Midshoulder"], body)
+    n_vec = np.subtract(px["Nose"], px["Eye"])
+    n_perp = np.array([-n_vec[1], n_vec[0]]) * horse.direction
+    nose_tip = np.add(px["Nose"], 0.15 * n_vec)
+    head = [
+        np.add(px["Poll"], -0.25 * n_perp),
+        np.add(px["Eye"], -0.35 * n_perp),
+        nose_tip,
+        np.add(nose_tip, 0.45 * n_perp),
+        np.add(px["Nose"], 0.55 * n_perp),
+        px["Throat"],
+    ]
+    painter.polygon(head, body)
+    painter.line(rel(0.24, 1.42), px["Poll"], 0.05, mane)
+    if horse.blaze:
+        painter.line(np.add(px["Eye"], -0.1 * n_perp), np.add(px["Nose"], 0.05 * n_perp), 0.035, (238, 235, 228))
+    draw_leg(painter, horse, "Nearhind", near=True)
+    draw_leg(painter, horse, "Nearfront", near=True)
+    eye_r, (ex, ey) = max(1.0, 0.012 * unit), px["Eye"]
+    painter.draws[0][0].ellipse([ex - eye_r, ey - eye_r, ex + eye_r, ey + eye_r], fill=(12, 10, 10))
+
+
 def render_frame(horse: Horse, t: int, scene: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
     """Frame `t` of a horse as uint8 (H, W, 3) and its (22, 2) keypoints in pixels (NaN off-frame)."""
     width, height = size
@@ -241,71 +362,11 @@ def render_frame(horse: Horse, t: int, scene: np.ndarray, size: tuple[int, int])
     ground = Image.new("L", size, 0)
     ImageDraw.Draw(ground).ellipse([cx - 0.6 * unit, gy - 0.05 * unit, cx + 0.6 * unit, gy + 0.06 * unit], fill=255)
     frame *= 1 - (0.15 if horse.backlit else 0.4) * (np.asarray(ground, np.float32)[..., None] / 255)
-
-    body, mane, points_colour = COATS[horse.coat]
-    legs_colour = points_colour or body
-    paint = Image.new("RGB", size)
-    mask = Image.new("L", size, 0)
-    draw, mdraw = ImageDraw.Draw(paint), ImageDraw.Draw(mask)
-
-    def shade(colour, f):
-        return tuple(int(min(255, c * f)) for c in colour)
-
-    def line(a, b, width_bl, colour):
-        w = max(1, int(round(width_bl * unit)))
-        a, b = tuple(map(float, a)), tuple(map(float, b))
-        for d, c in ((draw, colour), (mdraw, 255)):
-            d.line([a, b], fill=c, width=w)
-            r = w / 2
-            for p in (a, b):
-                d.ellipse([p[0] - r, p[1] - r, p[0] + r, p[1] + r], fill=c)
-
-    def polygon(names_or_points, colour):
-        pts = [tuple(map(float, px[p] if isinstance(p, str) else p)) for p in names_or_points]
-        draw.polygon(pts, fill=colour)
-        mdraw.polygon(pts, fill=255)
-
-    def leg(name, near):
-        factor = 1.0 if near else 0.72
-        root = px[LEGS[name][0]]
-        middle, fetlock, foot = px[middle_joint(name)], px[f"{name}fetlock"], px[f"{name}foot"]
-        line(root, middle, 0.11, shade(body, factor))
-        line(middle, fetlock, 0.06, shade(legs_colour, factor))
-        sock = horse.socks[list(LEGS).index(name)]
-        line(fetlock, foot, 0.055, shade((235, 232, 225) if sock else legs_colour, factor))
-        hoof = (foot[0] + horse.direction * 0.02 * unit, foot[1])
-        line(foot, hoof, 0.05, shade((45, 40, 38), factor))
-
-    def rel(x, y):
-        return (cx + horse.direction * x * unit, gy - (y + points["Wither"][1] - REST["Wither"][1]) * unit)
-
-    leg("Offhind", near=False)
-    leg("Offfront", near=False)
-    tail_root = rel(-0.52, 1.24)
-    line(tail_root, rel(-0.62, 0.75), 0.07, mane)
-    polygon([rel(-0.42, 1.34), "Hip", rel(0.0, 1.27), rel(0.24, 1.40), "Midshoulder", rel(0.53, 1.04),
-             rel(0.47, 0.92), "Elbow", rel(0.16, 0.70), rel(-0.12, 0.71), rel(-0.28, 0.82), rel(-0.53, 0.96),
-             rel(-0.54, 1.14)], body)  # fmt: skip
-    polygon([rel(0.22, 1.40), px["Poll"], px["Throat"], rel(0.52, 1.02), "Midshoulder"], body)
-    n_vec = np.subtract(px["Nose"], px["Eye"])
-    n_perp = np.array([-n_vec[1], n_vec[0]]) * horse.direction
-    nose_tip = np.add(px["Nose"], 0.15 * n_vec)
-    head = [np.add(px["Poll"], -0.25 * n_perp), np.add(px["Eye"], -0.35 * n_perp), nose_tip,
-            np.add(nose_tip, 0.45 * n_perp), np.add(px["Nose"], 0.55 * n_perp), px["Throat"]]  # fmt: skip
-    polygon(head, body)
-    line(rel(0.24, 1.42), px["Poll"], 0.05, mane)
-    if horse.blaze:
-        line(np.add(px["Eye"], -0.1 * n_perp), np.add(px["Nose"], 0.05 * n_perp), 0.035, (238, 235, 228))
-    leg("Nearhind", near=True)
-    leg("Nearfront", near=True)
-    eye_r = max(1.0, 0.012 * unit)
-    draw.ellipse(
-        [px["Eye"][0] - eye_r, px["Eye"][1] - eye_r, px["Eye"][0] + eye_r, px["Eye"][1] + eye_r], fill=(12, 10, 10)
-    )
-
+    painter = Painter(size, unit, px)
+    draw_horse(painter, horse, points, cx, gy)
     rng = np.random.default_rng([horse.seed, 2, t // 50])
-    coat = np.asarray(paint, dtype=np.float32) * (0.85 + 0.3 * _noise(rng, (height, width), (6, 10)))[..., None]
-    alpha = np.asarray(mask, dtype=np.float32)[..., None] / 255
+    coat = np.asarray(painter.paint, dtype=np.float32) * (0.85 + 0.3 * _noise(rng, (height, width), (6, 10)))[..., None]
+    alpha = np.asarray(painter.mask, dtype=np.float32)[..., None] / 255
     light = horse.brightness * (0.6 if horse.backlit else 1.0)
     frame = frame * (1 - alpha) + coat * light * alpha
     frame = draw_handler(frame, horse, t, px, unit, cx, gy)
