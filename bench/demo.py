@@ -3,24 +3,27 @@ what it learned.
 
 Targets, at each pretrained cell's last iteration:
 - config/demo.yaml: <= 15 min wall, within-domain PCK@0.3 >= 0.5;
-- config/laptop.yaml: <= 2 h wall, within-domain PCK@0.3 >= 0.8.
+- config/laptop.yaml: <= 2 h wall, within-domain PCK@0.3 >= 0.7.
 
 python bench/demo.py [--config C] [--tiny] [--keep DIR] [--publish DEST]
   --tiny: a dry run (plans the jobs, runs none, for CI)
   --keep: run in DIR and keep its results/
-  --publish: copy the run's Figure 4/5A, Figure 5B and findings.md into DEST with this report (run.json),
-             e.g. docs/laptop/ for the README's laptop study (not with --tiny, which has no figures)
+  --publish: copy the run's figures and findings.md into the folder DEST with this report (run.json), and
+             write the results page DEST.md from them, e.g. docs/results/laptop (not with --tiny, which has
+             no figures)
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import shlex
 import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -31,8 +34,14 @@ from common import REPO, machine, timed_snakemake, workflow_dir  # noqa: E402
 from oodpose.atomic import atomic_file  # noqa: E402
 
 SUMMARY = Path("results", "synthetic", "summary")  # the study's summary, in the run's folder
-PUBLISHED = ("figures/figure4_5a.png", "figures/figure5b.png", "findings.md")  # under SUMMARY
-TARGETS = {"config/demo.yaml": (900, 0.5), "config/laptop.yaml": (7200, 0.8)}  # wall s, pretrained within PCK
+PUBLISHED = ("figures/figure1.png", "figures/figure4_5a.png", "figures/figure5b.png", "findings.md")  # in SUMMARY
+TARGETS = {"config/demo.yaml": (900, 0.5), "config/laptop.yaml": (7200, 0.7)}  # wall s, pretrained within PCK
+TITLES = {"config/demo.yaml": "The demo", "config/laptop.yaml": "The laptop study"}
+FIGURES = {
+    "figure1.png": "Figure 1: normalised error against ImageNet top-1, per set and init",
+    "figure4_5a.png": "Figures 4 and 5A: normalised error during training, per backbone",
+    "figure5b.png": "Figure 5B: final normalised error, from scratch against pretrained",
+}
 
 
 def final_pck(workdir: Path) -> dict[str, dict[str, float]]:
@@ -48,6 +57,7 @@ def main(config: str, tiny: bool, keep: str | None, publish_to: str | None) -> d
     dry_run = ["-n"] if tiny else []
     commit = subprocess.run(["git", "-C", str(REPO), "describe", "--always", "--dirty"], capture_output=True, text=True)
     about = {"benchmark": "demo", "machine": machine(), "config": config, "dry_run": tiny}
+    about |= {"date": time.strftime("%Y-%m-%d")}
     about |= {"commit": commit.stdout.strip(), "command": shlex.join(["python", *sys.argv])}
     with tempfile.TemporaryDirectory() as tmp:
         workdir = workflow_dir(Path(keep or tmp))
@@ -60,13 +70,56 @@ def main(config: str, tiny: bool, keep: str | None, publish_to: str | None) -> d
 
 
 def publish(workdir: Path, report: dict, dest: Path) -> None:
-    """Copy the figures and findings the README shows, with the report that says how they were made, so
-    they are regenerated together whenever the results change."""
+    """Copy the figures and findings a results page shows, with the report that says how they were made, then
+    write the page (`dest` + .md) from them, so that page, figures and numbers change together."""
     for name in PUBLISHED:
         with atomic_file(dest / Path(name).name) as tmp:
             shutil.copyfile(workdir / SUMMARY / name, tmp)
     with atomic_file(dest / "run.json") as tmp:
         Path(tmp).write_text(json.dumps(report, indent=2) + "\n")
+    with atomic_file(dest.with_suffix(".md")) as tmp:
+        Path(tmp).write_text(results_page(dest))
+
+
+def results_page(folder: Path) -> str:
+    """The Markdown page of a published run: how it was made, its per-cell PCK, figures and findings."""
+    report = json.loads((folder / "run.json").read_text())
+    machine = report["machine"]
+    where = machine.get("description") or f"{machine['cores']} cores, {machine['cpu']}"
+    target_s, target_pck = TARGETS[report["config"]]
+    now = verdict(report["wall_s"], report["final_pck"], target_s, target_pck)["meets_target"]
+    lines = [
+        f"# {TITLES[report['config']]}: results of one run",
+        "",
+        f"Made by `{report['command']}` at commit `{report['commit']}` on {where} (torch {machine['torch']}"
+        f"{', ' + report['date'] if 'date' in report else ''}). `bench/demo.py --publish` writes this page from "
+        "that run's report (`run.json` beside it), figures and findings; rerun it to refresh them together.",
+        "",
+        f"Wall time {report['wall_s']:.0f} s ({report['wall_s'] / 60:.0f} min); lowest pretrained within-domain "
+        f"PCK@0.3 {report['lowest_pretrained_within_pck']:.3f}. Against `bench/demo.py`'s targets for "
+        f"`{report['config']}` (<= {target_s} s, every pretrained cell >= {target_pck}): "
+        f"**{'met' if now else 'not met'}**.",
+        "",
+        *pck_table(report["final_pck"]),
+        "",
+    ]
+    for name, caption in FIGURES.items():
+        if (folder / name).exists():
+            lines += [f"![{caption}]({folder.name}/{name})", ""]
+    findings = re.sub(r"^(#+) ", r"#\1 ", (folder / "findings.md").read_text(), flags=re.MULTILINE)
+    return "\n".join(lines) + "\n" + findings  # its headings one level down, under the page's
+
+
+def pck_table(final: dict[str, dict[str, float]]) -> list[str]:
+    """Final PCK@0.3 within / out of domain, a row per backbone and init, a column per split."""
+    cells = {tuple(name.split("/")): value for name, value in final.items()}
+    splits = sorted({split for _, _, split in cells}, key=int)
+    lines = ["| cell | " + " | ".join(f"split {s}" for s in splits) + " |", "|---|" + "---|" * len(splits)]
+    for backbone, init in dict.fromkeys((b, i) for b, i, _ in cells):
+        values = [cells.get((backbone, init, s)) for s in splits]
+        shown = ["–" if v is None else f"{v['within']:.3f} / {v['ood']:.3f}" for v in values]
+        lines.append(f"| {backbone}, {'pretrained' if init == 'imagenet' else 'scratch'} | " + " | ".join(shown) + " |")
+    return ["Final PCK@0.3, within domain / out of domain:", "", *lines]
 
 
 def verdict(seconds: float, cells: dict[str, dict[str, float]], target_s: float, target_pck: float) -> dict:

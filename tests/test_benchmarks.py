@@ -55,8 +55,8 @@ def test_demo_verdict_is_plain_json():
     assert json.loads(json.dumps(verdict(800.0, cells, 900, 0.5)))["meets_target"] is False
 
 
-def test_publish_copies_the_readme_figures_with_their_report(tmp_path):
-    """The README's laptop-study figures and findings are copied together with the run that made them."""
+def test_publish_writes_a_results_page_with_the_figures_and_the_run_that_made_them(tmp_path):
+    """A run's figures, findings and report are copied together, and its results page is written from them."""
     sys.path.insert(0, str(BENCH))
     from demo import PUBLISHED, SUMMARY, publish
 
@@ -64,16 +64,29 @@ def test_publish_copies_the_readme_figures_with_their_report(tmp_path):
     for name in PUBLISHED:
         (summary / name).parent.mkdir(parents=True, exist_ok=True)
         (summary / name).write_text(f"content of {name}")
-    publish(tmp_path / "run", {"wall_s": 1.0, "commit": "abc1234"}, tmp_path / "docs")
-    assert (tmp_path / "docs" / "findings.md").read_text() == "content of findings.md"
-    assert (tmp_path / "docs" / "figure5b.png").read_text() == "content of figures/figure5b.png"
-    assert json.loads((tmp_path / "docs" / "run.json").read_text())["commit"] == "abc1234"
-    assert sorted(p.name for p in (tmp_path / "docs").iterdir()) == [
-        "figure4_5a.png",
-        "figure5b.png",
-        "findings.md",
-        "run.json",
-    ]
+    (summary / "findings.md").write_text("# Findings\n\n## synthetic, 50 % training data\n\n| (a) | **supported** |\n")
+    cells = {"lite0/imagenet/1": {"within": 0.75, "ood": 0.2}, "lite0/scratch/2": {"within": 0.5, "ood": 0.01}}
+    report = {
+        "config": "config/laptop.yaml",
+        "command": "python bench/demo.py --config config/laptop.yaml",
+        "commit": "abc1234",
+        "machine": {"cores": 2, "cpu": "x86_64", "torch": "2.14.1"},
+        "date": "2026-12-02",
+        "wall_s": 6000.0,
+        "final_pck": cells,
+        "lowest_pretrained_within_pck": 0.75,
+    }
+    publish(tmp_path / "run", report, tmp_path / "results" / "laptop")
+    folder = tmp_path / "results" / "laptop"
+    assert (folder / "figure5b.png").read_text() == "content of figures/figure5b.png"
+    assert json.loads((folder / "run.json").read_text())["commit"] == "abc1234"
+    assert sorted(p.name for p in folder.iterdir()) == [*sorted(Path(n).name for n in PUBLISHED), "run.json"]
+    page = (tmp_path / "results" / "laptop.md").read_text()
+    assert "`python bench/demo.py --config config/laptop.yaml` at commit `abc1234`" in page and "2026-12-02" in page
+    assert "| lite0, pretrained | 0.750 / 0.200 | – |" in page and "| lite0, scratch | – | 0.500 / 0.010 |" in page
+    assert "**met**" in page  # 6000 s and 0.75 against the laptop study's 7200 s and 0.7
+    assert "![Figure 5B" in page and "(laptop/figure5b.png)" in page
+    assert "\n## Findings\n" in page and "\n### synthetic, 50 % training data\n" in page
 
 
 def test_publish_refuses_a_dry_run():

@@ -114,3 +114,13 @@ def test_findings_markdown_states_every_claim_with_its_verdict():
         assert claim in text
     assert "**supported**" in text and "**not resolvable at this n**" in text
     assert "(a) net_c" in text  # the per-backbone tests
+
+
+def test_the_docs_list_every_claim_as_the_code_states_it():
+    from pathlib import Path
+
+    from oodpose.findings import CLAIMS
+
+    page = (Path(__file__).resolve().parents[1] / "docs" / "findings.md").read_text()
+    for claim in CLAIMS:
+        assert f"| ({claim.id}) | {claim.statement} |" in page and f"| {claim.unit} | {claim.needs} |" in page
