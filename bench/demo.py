@@ -141,7 +141,7 @@ if __name__ == "__main__":
     parser.add_argument("--config", default="config/demo.yaml", choices=sorted(TARGETS), help="the study to run")
     parser.add_argument("--tiny", action="store_true", help="dry run: plan the jobs, run none (CI)")
     parser.add_argument("--keep", help="run in this folder and keep its results")
-    parser.add_argument("--publish", help="copy the README's figures and findings, and this report, here")
+    parser.add_argument("--publish", help="a folder for the run's figures, findings and report; DEST.md: its page")
     args = parser.parse_args()
     if args.publish and args.tiny:
         parser.error(f"--publish {args.publish}: a --tiny dry run has no figures to publish; drop one of the two")

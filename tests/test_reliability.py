@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 import torch
 from PIL import Image
+from test_train_evaluate import config
 
 from oodpose.cli import main
 from oodpose.data.cache import Cache, prepare_cache
@@ -48,18 +49,8 @@ SMALL = DatasetSettings(n_splits=1, n_train_individuals=1)
 
 
 def cell(cache, out, **changes) -> TrainConfig:
-    base = dict(
-        cache=str(cache),
-        out=str(out),
-        backbone="mobilenetv2_035",
-        init="scratch",
-        iterations=6,
-        snapshot_every=3,
-        batch_size=2,
-        device="cpu",
-        threads=2,
-    )
-    return TrainConfig(**{**base, **changes})
+    """test_train_evaluate's small CPU cell, shorter."""
+    return config(cache, out, **{"iterations": 6, "snapshot_every": 3} | changes)
 
 
 def weights(path: Path) -> dict:

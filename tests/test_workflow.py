@@ -199,6 +199,8 @@ def test_report_is_self_contained_html(run_copy):
     snakemake(run_copy, "--configfile", "config/test.yaml", "--report", "results/report.html")
     html = (run_copy / "results" / "report.html").read_text(errors="ignore")
     assert "Table 1" in html and "Figure 1" in html and "1. Findings" in html  # categories sort by their number
+    assert "How to read this report" in html  # the workflow's own description, not a small study's narrative
+    assert "config/laptop.yaml" not in html and "config/demo.yaml" not in html
 
 
 @pytest.mark.slow
@@ -249,7 +251,7 @@ def test_a_corrected_imagenet_top1_reaches_the_statistics_and_retrains_nothing(r
     table.to_csv(table_path, sep="\t", index=False)
     result = snakemake(run_copy, "--cores", "2", "--configfile", "config/test.yaml")
     counts = job_counts(result.stdout + result.stderr)
-    assert counts.get("aggregate") == 1 and "train" not in counts and "evaluate" not in counts
+    assert counts.get("aggregate") == counts.get("figures") == 1 and "train" not in counts and "evaluate" not in counts
     summary = run_copy / "results" / "synthetic" / "summary"
     table1 = pd.read_csv(summary / "table1.csv").set_index("backbone")
     assert table1.loc["efficientnet_lite1", "imagenet_top1"] == 90.0

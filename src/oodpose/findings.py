@@ -96,7 +96,7 @@ def finding(claim: str, scope: str, statistic: str, estimate_ci: tuple, sign: in
 
 def lacking(claim: str) -> list[dict]:
     """A claim the study's design cannot test, saying what it needs."""
-    return [finding(claim, "pooled", f"not testable: {CLAIM[claim].needs}", (np.nan, np.nan, np.nan, 0), 1)]
+    return [finding(claim, "pooled", f"not testable: needs {CLAIM[claim].needs}", (np.nan, np.nan, np.nan, 0), 1)]
 
 
 def init_gaps(evidence: Evidence) -> pd.DataFrame:

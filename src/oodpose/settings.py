@@ -12,7 +12,7 @@ import dataclasses
 import re
 from dataclasses import dataclass, field
 
-from oodpose.backbones import DEFAULT_TABLE, get_backbone
+from oodpose.backbones import DEFAULT_TABLE, Backbone, get_backbone
 from oodpose.errors import InputError
 from oodpose.schedule import cell_schedule
 from oodpose.study import AUGMENTATIONS, DATASET_NAME, NORMALISATIONS, PRETRAINED
@@ -117,9 +117,10 @@ class TrainConfig:
                 "evaluated anyway"
             )
 
-    def resolved(self) -> TrainConfig:
-        """A copy with the schedule filled in from the backbone table (the schedule's one home)."""
-        table = cell_schedule(get_backbone(self.backbone, self.backbones_table), self.init)
+    def resolved(self, backbone: Backbone | None = None) -> TrainConfig:
+        """A copy with the schedule filled in from the backbone table (the schedule's one home); `backbone`, the
+        table's row when the caller has read it already."""
+        table = cell_schedule(backbone or get_backbone(self.backbone, self.backbones_table), self.init)
         return dataclasses.replace(
             self,
             ilr=table.ilr if self.ilr is None else self.ilr,

@@ -33,7 +33,7 @@ from torch.utils.data import DataLoader, Sampler
 from tqdm import tqdm
 
 from oodpose.atomic import atomic_file, remove_stale_temporaries
-from oodpose.backbones import get_backbone
+from oodpose.backbones import Backbone, get_backbone
 from oodpose.cuda_graphs import GraphedStep
 from oodpose.data.cache import Cache
 from oodpose.data.dataset import PoseDataset
@@ -156,7 +156,7 @@ class Run:
     weights: Path | None  # the ImageNet weights file a pretrained cell started from
 
 
-def build_run(cfg: TrainConfig, n_joints: int) -> Run:
+def build_run(cfg: TrainConfig, n_joints: int, backbone: Backbone | None = None) -> Run:
     """The network on its device in channels_last, Adam and, for fp16, a loss scaler.
 
     On CUDA, Adam is fused and capturable, with its rate in a device tensor, in eager and graphed
@@ -168,7 +168,7 @@ def build_run(cfg: TrainConfig, n_joints: int) -> Run:
             f"compile on CPU needs a C++ compiler: {cxx_compiler()!r} ($CXX, else g++) is not on PATH; "
             "install one, or train without --compile (config: training: compile: false)"
         )
-    backbone = get_backbone(cfg.backbone, cfg.backbones_table)
+    backbone = backbone or get_backbone(cfg.backbone, cfg.backbones_table)
     weights = weights_file(backbone, cfg.weights) if cfg.init == PRETRAINED else None
     model = build_model(backbone, n_joints, cfg.init, weights, cfg.seed, cfg.input_normalisation)
     model = model.to(rt.device, memory_format=torch.channels_last)
@@ -329,13 +329,14 @@ def batches(cache: Cache, rows: np.ndarray, cfg: TrainConfig, rt: Runtime, start
 def train(config: TrainConfig) -> Path:
     """Train (or resume) one cell; returns the path of the final ``model.pt``."""
     # --- setup: data, network, optimiser
-    cfg = config.resolved()
+    backbone = get_backbone(config.backbone, config.backbones_table)  # the job reads its row once
+    cfg = config.resolved(backbone)
     out, snapshots = Path(cfg.out), Path(cfg.out) / "snapshots"
     snapshots.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(snapshots)  # snapshots a killed job was writing
     cache = Cache(cfg.cache)
     rows = training_rows(cache, cfg)
-    run = build_run(cfg, len(cache.bodyparts))
+    run = build_run(cfg, len(cache.bodyparts), backbone)
     # --- resume from this cell's newest snapshot, if any
     identity = {"backbone": cfg.backbone, "init": cfg.init, "split": cfg.split, "fraction": cfg.fraction}
     defines = {"settings": result_settings(cfg), "cache": cache.fingerprint}

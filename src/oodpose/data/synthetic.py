@@ -15,11 +15,7 @@ The domain shift: training and out-of-domain horses are different individuals dr
 distribution, as in Horse-10, so an OOD horse brings its own combination of coat and markings,
 proportions and size in the frame, scene (fence, trees or barn, its colours and shadow band), light,
 camera height and handler's clothes, none of which the network saw on its few training horses.
-Measured gap (ImageNet-pretrained, 4 training horses of 12, split 1, 50 %, 1000 iterations at the
-paper's settings): with 720 frames, normalised error 0.19 within domain vs 0.57 out of domain for
-EfficientNet-Lite1 (3.0x; PCK@0.3 0.80 vs 0.52) and 0.21 vs 0.65 for Lite2 (3.1x); with 240 frames,
-0.18 vs 1.43 for Lite0 (8x; PCK 0.80 vs 0.41). Horse-10's own gap in the paper is smaller (e.g.
-ResNet-50: PCK 99.8 vs 81.3 after 30,000 iterations on 10 training horses).
+The gap this gives, measured, is in bench/README.md.
 """
 
 from __future__ import annotations
