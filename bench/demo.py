@@ -32,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import REPO, machine, timed_snakemake, workflow_dir  # noqa: E402
 
 from oodpose.atomic import atomic_file  # noqa: E402
+from oodpose.study import OOD, PRETRAINED, WITHIN  # noqa: E402
 
 SUMMARY = Path("results", "synthetic", "summary")  # the study's summary, in the run's folder
 PUBLISHED = ("figures/figure1.png", "figures/figure4_5a.png", "figures/figure5b.png", "findings.md")  # in SUMMARY
@@ -47,10 +48,10 @@ FIGURES = {
 def final_pck(workdir: Path) -> dict[str, dict[str, float]]:
     """Each cell's final PCK@0.3 within domain and out of domain, by 'backbone/init/split'."""
     metrics = pd.read_csv(workdir / SUMMARY / "metrics.csv")
-    metrics = metrics[(metrics["bodypart"] == "all") & metrics["set"].isin(["test_within", "test_ood"])]
+    metrics = metrics[(metrics["bodypart"] == "all") & metrics["set"].isin([WITHIN, OOD])]
     last = metrics[metrics["iteration"] == metrics.groupby(["backbone", "init", "split"])["iteration"].transform("max")]
     table = last.pivot_table(index=["backbone", "init", "split"], columns="set", values="pck").round(3)
-    return {"/".join(map(str, key)): {"within": r["test_within"], "ood": r["test_ood"]} for key, r in table.iterrows()}
+    return {"/".join(map(str, key)): {"within": r[WITHIN], "ood": r[OOD]} for key, r in table.iterrows()}
 
 
 def main(config: str, tiny: bool, keep: str | None, publish_to: str | None) -> dict:
@@ -118,13 +119,13 @@ def pck_table(final: dict[str, dict[str, float]]) -> list[str]:
     for backbone, init in dict.fromkeys((b, i) for b, i, _ in cells):
         values = [cells.get((backbone, init, s)) for s in splits]
         shown = ["–" if v is None else f"{v['within']:.3f} / {v['ood']:.3f}" for v in values]
-        lines.append(f"| {backbone}, {'pretrained' if init == 'imagenet' else 'scratch'} | " + " | ".join(shown) + " |")
+        lines.append(f"| {backbone}, {'pretrained' if init == PRETRAINED else 'scratch'} | " + " | ".join(shown) + " |")
     return ["Final PCK@0.3, within domain / out of domain:", "", *lines]
 
 
 def verdict(seconds: float, cells: dict[str, dict[str, float]], target_s: float, target_pck: float) -> dict:
     """The run against its targets, in plain JSON types (pandas gives numpy numbers)."""
-    pretrained = [float(cell["within"]) for name, cell in cells.items() if "/imagenet/" in name]
+    pretrained = [float(cell["within"]) for name, cell in cells.items() if name.split("/")[1] == PRETRAINED]
     lowest = min(pretrained, default=None)
     return {
         "wall_s": seconds,
