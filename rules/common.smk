@@ -227,16 +227,18 @@ def check_study():
                 f"{name} has no ImageNet weights in timm: its pretrained cells will fail until "
                 f"`weights: {{{name}: <file.pth>}}` names a file in the config"
             )
-    # any timm model: refuse one that cannot give stride-16 maps, before any job (imports torch; meta device).
-    # Only where the workflow starts: a job's own process (SLURM) checks its backbone when it builds it.
-    generic = [
-        BACKBONES[b]
-        for b in STUDY["backbones"]
-        if BACKBONES[b].family == GENERIC_FAMILY
-    ]
-    if generic and workflow.is_main_process:
-        from oodpose.feature_maps import check_output_stride
+    # a row not as the package ships it (whose rows a test checks) must name a model timm has, and any other
+    # timm model must give stride-16 maps: refused before any job (imports timm and torch; meta device). Only
+    # where the workflow starts: a job's own process (SLURM) checks its backbone when it builds it.
+    shipped = load_backbones()
+    rows = [BACKBONES[b] for b in STUDY["backbones"]]
+    unshipped = [row for row in rows if row != shipped.get(row.name)]
+    generic = [row for row in rows if row.family == GENERIC_FAMILY]
+    if (unshipped or generic) and workflow.is_main_process:
+        from oodpose.feature_maps import check_known_to_timm, check_output_stride
 
+        for backbone in unshipped:
+            check_known_to_timm(backbone)
         for backbone in generic:
             check_output_stride(backbone)
 

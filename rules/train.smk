@@ -19,6 +19,5 @@ rule train:
         out=lambda wildcards, output: os.path.dirname(output.model),
         settings=training_settings,
         architecture=backbone_architecture,
-        backbones_table=config["backbones_table"],
     script:
         "../workflow/scripts/train.py"

@@ -6,7 +6,6 @@ from __future__ import annotations
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import psutil
 import pytest
 import torch
 import yaml
+from test_workflow import snakemake_argv
 
 REPO = Path(__file__).resolve().parents[1]
 CELL = "results/synthetic/efficientnet_lite0/imagenet/split1_frac50"
@@ -33,21 +33,7 @@ def make_workdir(path: Path) -> Path:
 
 
 def snakemake_command(workdir: Path, *extra: str) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "snakemake",
-        "-s",
-        str(REPO / "Snakefile"),
-        "-d",
-        str(workdir),
-        f"{CELL}/model.pt",
-        "--cores",
-        "1",
-        "--configfile",
-        "config/preempt.yaml",
-        *extra,
-    ]
+    return snakemake_argv(workdir, f"{CELL}/model.pt", "--cores", "1", "--configfile", "config/preempt.yaml", *extra)
 
 
 def weights(workdir: Path) -> dict:

@@ -302,3 +302,42 @@ def test_a_text_file_as_weights_is_named(synthetic_cache, tmp_path):
     text.write_text("not weights")
     with pytest.raises(InputError, match="weights.pth: not a file of network weights"):
         train(cell(synthetic_cache, tmp_path / "cell", init="imagenet", weights=str(text)))
+
+
+def test_a_damaged_settings_file_is_named_with_the_way_out(tmp_path):
+    cell_dir = tmp_path / "cell"
+    cell_dir.mkdir()
+    (cell_dir / "model.pt").write_bytes(b"")
+    (cell_dir / "settings.json").write_text('{"backbone": "resnet50", "split": ')  # cut mid-write
+    with pytest.raises(
+        InputError, match=r"settings.json: the cell's training settings are damaged .* retrain the cell"
+    ):
+        evaluate(cell_dir, tmp_path / "cache", tmp_path / "p.h5", tmp_path / "m.csv", device="cpu")
+
+
+def test_a_bodypart_with_no_label_at_all_is_named_when_preparing(tmp_path, caplog):
+    rows = [[10.0 + i, 10.0, 14.0 + i, 12.0, float("nan"), float("nan")] for i in range(6)]  # Hip never labelled
+    project = make_project(tmp_path / "project", rows=rows)
+    with caplog.at_level(logging.WARNING):
+        prepare_cache(project, tmp_path / "cache", SMALL)
+    assert "bodyparts ['Hip'] have no label in any frame; their metrics will have n = 0" in caplog.text
+
+
+def test_cuda_graphs_asked_for_on_a_cpu_are_said_off_and_recorded(synthetic_cache, tmp_path, caplog):
+    with caplog.at_level(logging.WARNING):
+        train(cell(synthetic_cache, tmp_path / "cell", iterations=2, snapshot_every=2, cuda_graphs=True))
+    assert "CUDA graphs off: the device is cpu, and graphs need CUDA" in caplog.text
+    settings = json.loads((tmp_path / "cell" / "settings.json").read_text())
+    assert settings["cuda_graphs"] is True and settings["cuda_graphs_used"] is False
+
+
+def test_a_failed_retrain_leaves_no_evaluation_of_the_old_model(synthetic_cache, tmp_path):
+    """Snakemake removes a failed job's model.pt; the cell's old metrics must not outlive it as a result."""
+    out = tmp_path / "cell"
+    train(cell(synthetic_cache, out, iterations=2, snapshot_every=2))
+    for name in ("metrics.csv", "predictions.h5"):  # what evaluating that model wrote
+        (out / name).write_text("of the first model")
+    with pytest.raises(FloatingPointError, match="loss is"):
+        train(cell(synthetic_cache, out, iterations=2, snapshot_every=2, ilr=1e30))  # diverges to NaN
+    assert not (out / "metrics.csv").exists() and not (out / "predictions.h5").exists()
+    assert json.loads((out / "settings.json").read_text())["ilr"] == 1e30  # the settings of the run that failed

@@ -242,3 +242,28 @@ def test_paper_in_a_studys_backbones_stands_for_the_papers_13():
     assert paper.study_backbones(["paper", "convnext_tiny"])[-1] == "convnext_tiny"
     assert len(paper.study_backbones(["paper", "resnet50"])) == 13  # each name once
     assert set(paper.BACKBONES) <= set(load_backbones())
+
+
+@pytest.mark.parametrize(
+    "key, value, message",
+    [
+        ("splits", [1, 1, 2], "config key study.splits: [1, 1, 2] has non-unique elements"),
+        ("fractions", [50, 50], "config key study.fractions: [50, 50] has non-unique elements"),
+        ("backbones", ["resnet50", "resnet50"], "config key study.backbones: ['resnet50', 'resnet50'] has non-unique"),
+        ("backbones", ["paper", "resnet50"], "config key study.backbones: ['resnet50'] are already among `paper`'s 13"),
+    ],
+)
+def test_an_item_twice_in_a_study_list_is_refused_rather_than_counted_twice(key, value, message):
+    config = yaml.safe_load((REPO / "config" / "test.yaml").read_text())
+    config["study"][key] = value
+    with pytest.raises(InputError) as refused:
+        settings.check_config(config, SCHEMA)
+    assert message in str(refused.value)
+
+
+def test_every_shipped_row_names_a_model_timm_has():
+    """The workflow checks at config time only the rows a user added or changed; these are checked here."""
+    from oodpose.feature_maps import check_known_to_timm
+
+    for backbone in load_backbones().values():
+        check_known_to_timm(backbone)

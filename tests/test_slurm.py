@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from test_workflow import snakemake_argv
 
 REPO = Path(__file__).resolve().parents[1]
 CLUSTER = REPO / "tests" / "slurm" / "cluster.sh"
@@ -38,23 +38,8 @@ def test_test_study_runs_through_slurm_with_gpu_requests(cluster, tmp_path):
     for folder in ("config", "profiles"):
         shutil.copytree(REPO / folder, tmp_path / folder)
     before = {job["JobId"] for job in slurm_jobs()}
-    command = [
-        "timeout",
-        "-k",
-        "10",
-        "900",
-        sys.executable,
-        "-m",
-        "snakemake",
-        "-s",
-        str(REPO / "Snakefile"),
-        "-d",
-        str(tmp_path),
-        "--profile",
-        "profiles/slurm-ci",
-        "--configfile",
-        "config/test.yaml",
-    ]
+    workflow = snakemake_argv(tmp_path, "--profile", "profiles/slurm-ci", "--configfile", "config/test.yaml")
+    command = ["timeout", "-k", "10", "900", *workflow]
     result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-5000:]
     summary = tmp_path / "results" / "synthetic" / "summary"

@@ -15,8 +15,13 @@ REPO = Path(__file__).resolve().parents[1]
 CELL = "results/synthetic/efficientnet_lite0/imagenet/split1_frac50"
 
 
+def snakemake_argv(workdir: Path, *args: str) -> list[str]:
+    """The project's workflow run in `workdir`, with `args`."""
+    return [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir), *args]
+
+
 def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir), *args]
+    command = snakemake_argv(workdir, *args)
     result = subprocess.run(command, capture_output=True, text=True, cwd=workdir)
     if check and result.returncode != 0:
         raise AssertionError(f"{' '.join(command)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}")
@@ -108,6 +113,19 @@ def test_any_timm_model_trains_through_the_workflow(workdir):
     metrics = pd.read_csv(workdir / "results" / "synthetic" / "summary" / "metrics.csv")
     assert set(metrics["backbone"]) == set(rows) and metrics["normalised_error"].notna().all()
     assert "(a)" in (workdir / "results" / "synthetic" / "summary" / "findings.md").read_text()
+
+
+def test_a_paper_family_row_timm_does_not_have_stops_the_workflow_before_any_job(workdir):
+    import pandas as pd
+
+    table = pd.read_csv(workdir / "config" / "backbones.tsv", sep="\t", keep_default_na=False)
+    table.loc[table["name"] == "efficientnet_lite0", "timm_model"] = "tf_efficientnet_zz"
+    table.to_csv(workdir / "mine.tsv", sep="\t", index=False)
+    config = yaml.safe_load((workdir / "config" / "test.yaml").read_text())
+    (workdir / "mine.yaml").write_text(yaml.safe_dump(config | {"backbones_table": "mine.tsv"}))
+    result = snakemake(workdir, "-n", "--configfile", "mine.yaml", check=False)
+    assert result.returncode != 0
+    assert "backbone 'efficientnet_lite0': timm has no model 'tf_efficientnet_zz'" in result.stdout + result.stderr
 
 
 def test_schema_rejects_bad_config(workdir):
@@ -267,6 +285,16 @@ def test_changing_a_training_switch_reruns_every_cell(run_copy, setting, value):
     (run_copy / "config" / "switched.yaml").write_text(yaml.safe_dump(config))
     plan = snakemake(run_copy, "-n", "--configfile", "config/switched.yaml").stdout
     assert len(planned_outputs(plan, "model.pt")) == n_cells(config)  # every cell
+
+
+@pytest.mark.slow
+def test_a_copy_of_the_backbone_table_retrains_nothing(run_copy):
+    """A cell is defined by its row's values, not by the path of the table that holds them."""
+    shutil.copyfile(run_copy / "config" / "backbones.tsv", run_copy / "my_backbones.tsv")
+    config = yaml.safe_load((run_copy / "config" / "test.yaml").read_text())
+    (run_copy / "config" / "copied.yaml").write_text(yaml.safe_dump(config | {"backbones_table": "my_backbones.tsv"}))
+    plan = snakemake(run_copy, "-n", "--configfile", "config/copied.yaml").stdout
+    assert not planned_outputs(plan, "model.pt")
 
 
 @pytest.mark.slow

@@ -9,6 +9,7 @@ DeepLabCut's format (pandas HDF, columns scorer / bodyparts / x, y, likelihood; 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -51,6 +52,20 @@ def load_trained(path: Path, settings: dict, n_joints: int) -> tuple[PoseNet, in
             f"settings.json says; retrain the cell (first lines of the mismatch: {str(err)[:300]})"
         ) from err
     return model, int(state["iteration"])
+
+
+def read_settings(path: Path) -> dict:
+    """A cell's training settings; a damaged file is named, with the way out."""
+    try:
+        settings = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise InputError(
+            f"{path}: the cell's training settings are damaged ({type(err).__name__}: {err}); retrain the cell "
+            "(e.g. `snakemake <the cell's metrics.csv> --forcerun train`)"
+        ) from err
+    if not isinstance(settings, dict) or "backbone" not in settings:
+        raise InputError(f"{path}: not a cell's training settings (no backbone); retrain the cell")
+    return settings
 
 
 def check_same_cache(train_dir: Path, settings: dict, cache: Cache) -> None:
@@ -151,7 +166,7 @@ def evaluate(
     settings_path = train_dir / "settings.json"
     if not (train_dir / "model.pt").exists() or not settings_path.exists():
         raise InputError(f"{train_dir}: no trained model (model.pt and settings.json); train the cell first")
-    settings = pd.read_json(settings_path, typ="series").to_dict()
+    settings = read_settings(settings_path)
     cache = Cache(cache_path)
     check_same_cache(train_dir, settings, cache)
     rt = runtime(device, threads)

@@ -90,6 +90,16 @@ def map_sizes(model: nn.Module) -> list[tuple[int, int]]:
     return sizes
 
 
+def check_known_to_timm(backbone: Backbone) -> None:
+    """Refuse, naming the row, an architecture timm does not have, whatever the family: at config time, rather
+    than as timm's traceback in a training job."""
+    if not timm.is_model(backbone.timm_name):
+        raise InputError(
+            f"backbone {backbone.name!r}: timm has no model {backbone.timm_name!r} (the backbone table's timm_model, "
+            "or the hub tag in weights); correct the row, e.g. against `timm.list_models()`"
+        )
+
+
 @functools.cache
 def check_output_stride(backbone: Backbone) -> None:
     """Refuse, naming the model, a timm model that cannot give stride-16 maps for frames of any size.

@@ -12,6 +12,7 @@ import dataclasses
 import re
 from dataclasses import dataclass, field
 
+from oodpose import paper
 from oodpose.backbones import DEFAULT_TABLE, Backbone, get_backbone
 from oodpose.errors import InputError
 from oodpose.schedule import cell_schedule
@@ -202,6 +203,10 @@ def check_config(config: dict, schema: dict) -> None:
     if error is not None:
         key = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path).lstrip(".")
         raise InputError(f"config key {key or '(top level)'}: {error.message}; see config/schema.yaml")
+    backbones = config["study"]["backbones"]
+    twice = sorted(set(backbones) & set(paper.BACKBONES)) if paper.ALIAS in backbones else []
+    if twice:
+        raise InputError(f"config key study.backbones: {twice} are already among `{paper.ALIAS}`'s 13; list each once")
     for name, dataset in config["datasets"].items():
         if not {"path", "synthetic", "download"} & set(dataset):
             raise InputError(

@@ -185,6 +185,17 @@ def build_run(cfg: TrainConfig, n_joints: int, backbone: Backbone | None = None)
     )
 
 
+def graphs_blocked(run: Run, cfg: TrainConfig) -> str | None:
+    """Why CUDA graphs cannot replay this run's steps, if they cannot."""
+    if run.rt.device.type != "cuda":
+        return f"the device is {run.rt.device}, and graphs need CUDA"
+    if cfg.compile:
+        return "torch.compile is on"
+    if run.scaler.is_enabled():
+        return "fp16 needs a loss scaler"
+    return None
+
+
 def step_function(run: Run, cfg: TrainConfig):
     """`step(images, keypoints, scales) -> losses`: replayed from CUDA graphs where they apply, else eager.
 
@@ -192,10 +203,11 @@ def step_function(run: Run, cfg: TrainConfig):
     (its skipped steps are decided on the host).
     """
     step = functools.partial(train_step, run, cfg)
-    if not (cfg.cuda_graphs and run.rt.device.type == "cuda"):
+    if not cfg.cuda_graphs:
         return step
-    if cfg.compile or run.scaler.is_enabled():
-        log.warning("CUDA graphs off: %s", "torch.compile is on" if cfg.compile else "fp16 needs a loss scaler")
+    why_not = graphs_blocked(run, cfg)
+    if why_not:
+        log.warning("CUDA graphs off: %s; training eagerly (settings.json: cuda_graphs_used false)", why_not)
         return step
     return GraphedStep(step)
 
@@ -228,10 +240,12 @@ def resume(run: Run, snapshots: Path, identity: dict, defines: dict) -> int:
     """Load the newest readable snapshot of this cell into `run`; the iteration to go on from (0: none).
 
     Snapshots of another cell are refused; snapshots of this cell made with other settings or another
-    cache (`defines`) are deleted and training starts over, so a rerun never passes old weights off as new.
+    cache (`defines`) are deleted and training starts over, so a rerun never passes old weights off as new;
+    a new start removes the evaluation of an earlier model in the cell's folder, which no longer describes it.
     """
     state = latest_snapshot(snapshots)
     if state is None:
+        remove_stale_evaluation(snapshots.parent)
         return 0
     written_for = state.get("identity", identity)
     if written_for != identity:
@@ -244,6 +258,7 @@ def resume(run: Run, snapshots: Path, identity: dict, defines: dict) -> int:
         log.warning("%s: %s changed since the snapshots were made; starting over", snapshots, ", ".join(changed))
         for old in [*snapshots.glob("snapshot-*.pt"), *snapshots.glob("weights-*.pt")]:
             old.unlink()
+        remove_stale_evaluation(snapshots.parent)
         return 0
     run.model.load_state_dict(state["model"])
     run.optimizer.load_state_dict(state["optimizer"])
@@ -279,7 +294,7 @@ def save_snapshot(run: Run, done: int, identity: dict, defines: dict, snapshots:
     keep_recent_snapshots(snapshots)
 
 
-def write_settings(cfg: TrainConfig, run: Run, cache: Cache, path: Path) -> dict:
+def write_settings(cfg: TrainConfig, run: Run, cache: Cache, path: Path, graphed: bool) -> dict:
     """The run's settings, with what they resolved to on this machine, as evaluation and readers need them:
     the ImageNet weights by their file's sha256, which pins a hub tag's or a package's revision too."""
     rt = run.rt
@@ -290,12 +305,22 @@ def write_settings(cfg: TrainConfig, run: Run, cache: Cache, path: Path) -> dict
         "bodyparts": cache.bodyparts,
         "device_resolved": str(rt.device),
         "amp_dtype": str(rt.amp_dtype),  # what `amp` resolved to on this device
+        "cuda_graphs_used": graphed,  # what `cuda_graphs` resolved to
         "torch": torch.__version__,
         "weights_file": None if run.weights is None else str(run.weights),
         "weights_sha256": None if run.weights is None else sha256_of(run.weights),
     }
-    path.write_text(json.dumps(settings, indent=2))
+    with atomic_file(path) as tmp:
+        Path(tmp).write_text(json.dumps(settings, indent=2))
     return settings
+
+
+def remove_stale_evaluation(out: Path) -> None:
+    """The evaluation outputs the workflow writes beside a cell's model, made by an earlier model."""
+    for name in ("metrics.csv", "predictions.h5"):
+        if (out / name).exists():
+            log.warning("%s: made for an earlier model of this cell; removed before training a new one", out / name)
+            (out / name).unlink()
 
 
 def training_rows(cache: Cache, cfg: TrainConfig) -> np.ndarray:
@@ -343,10 +368,10 @@ def train(config: TrainConfig) -> Path:
     start = resume(run, snapshots, identity, defines)
     log_path = out / "train_log.csv"
     rewind_log(log_path, start)
-    settings = write_settings(cfg, run, cache, out / "settings.json")
+    step = step_function(run, cfg)
+    settings = write_settings(cfg, run, cache, out / "settings.json", graphed=isinstance(step, GraphedStep))
     loader = batches(cache, rows, cfg, run.rt, start)
     # --- the loop
-    step = step_function(run, cfg)
     stop = StopRequest()
     pending: list[dict] = []
     run.model.train()

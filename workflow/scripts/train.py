@@ -14,6 +14,6 @@ with rule_log(snakemake.log[0], append=True):  # a resumed job keeps its history
             threads=snakemake.threads,
             cuda_graphs=snakemake.config["training"]["cuda_graphs"],  # how it runs: not a rerun trigger
             weights=snakemake.input.weights[0] if snakemake.input.weights else None,
-            backbones_table=snakemake.params.backbones_table,
+            backbones_table=snakemake.config["backbones_table"],  # its path: not a rerun trigger, its rows are
         )
     )

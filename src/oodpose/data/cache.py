@@ -81,6 +81,9 @@ def prepare_cache(root: str | Path, out: str | Path, settings: DatasetSettings |
     else:
         labels = read_labels(root, settings.individuals)
     drop_labels_outside(root, labels)
+    unlabelled = [b for j, b in enumerate(labels.bodyparts) if np.isnan(labels.keypoints[:, j]).all()]
+    if unlabelled:
+        log.warning("%s: bodyparts %s have no label in any frame; their metrics will have n = 0", root, unlabelled)
     scales = frame_scales(root, labels, settings.scale_bodyparts)
     splits, split_source = frozen_splits(root, labels, settings)
     n_ood = int((splits["role"] == OOD).sum())
