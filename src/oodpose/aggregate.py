@@ -19,9 +19,6 @@ from oodpose.backbones import METADATA
 from oodpose.errors import InputError
 from oodpose.study import CELL
 
-TABLES = ("metrics", "summary", "regressions", "pretrained_vs_scratch", "missing_cells", "table1", "findings")
-TEXTS = ("table1", "findings")  # also written as Markdown
-
 
 def with_backbones(metrics: pd.DataFrame, metadata: list[dict]) -> pd.DataFrame:
     """`metrics` with the current metadata of each cell's backbone (any older copy in `metrics` replaced)."""
@@ -44,8 +41,8 @@ def read_cell_metrics(paths: Iterable[str | Path], dataset: str) -> pd.DataFrame
 
 
 def summarise(metrics: pd.DataFrame, cells: pd.DataFrame, horse10: bool) -> dict[str, pd.DataFrame | str]:
-    """Every summary table (by name, as in TABLES) and the Markdown of Table 1 and the findings; `metrics`
-    joined by `with_backbones`, `cells` the cells the summary expects (so missing ones are listed)."""
+    """Every summary table (by its file's name, without .csv) and the Markdown of Table 1 and the findings;
+    `metrics` joined by `with_backbones`, `cells` the cells the summary expects (so missing ones are listed)."""
     regressions = analysis.regressions(metrics)
     fraction = int(max(metrics["fraction"]))
     table1 = analysis.table1(metrics, fraction=fraction)

@@ -46,7 +46,6 @@ class Evidence:
 
     curves: pd.DataFrame  # every evaluated iteration of its cells
     final: pd.DataFrame  # each cell's last iteration, bodypart 'all'
-    fraction: int
     horse10: bool
 
 
@@ -277,7 +276,7 @@ def findings(metrics: pd.DataFrame, horse10: bool) -> pd.DataFrame:
     rows = []
     for (dataset, fraction), group in final(metrics).groupby(["dataset", "fraction"]):
         curves = metrics[(metrics["dataset"] == dataset) & (metrics["fraction"] == fraction)]
-        evidence = Evidence(curves, group, int(fraction), horse10)
+        evidence = Evidence(curves, group, horse10)
         for claim in CLAIMS:
             if PAPER_FRACTION.get(claim.id, fraction) == fraction:
                 rows += [{"dataset": dataset, "fraction": fraction} | row for row in claim.test(evidence)]
