@@ -17,6 +17,7 @@ include: "rules/common.smk"
 include: "rules/data.smk"
 include: "rules/train.smk"
 include: "rules/evaluate.smk"
+include: "rules/search.smk"
 include: "rules/aggregate.smk"
 include: "rules/report.smk"
 
@@ -30,11 +31,19 @@ localrules:
     aggregate,
     figures,
     partial,
+    search,
+    select_schedules,
 
 
 rule all:
     input:
         study_outputs(),
+        search_outputs(),
+
+
+rule search:
+    input:
+        search_outputs(),
 
 
 rule partial:

@@ -1,6 +1,7 @@
 rule aggregate:
     input:
         metrics=summary_inputs(rules.evaluate.output.metrics),
+        schedules=schedules_input,
     output:
         metrics="results/{dataset}/{summary}/metrics.csv",
         summary="results/{dataset}/{summary}/summary.csv",
@@ -11,6 +12,7 @@ rule aggregate:
         ),
         paired="results/{dataset}/{summary}/pretrained_vs_scratch.csv",
         missing="results/{dataset}/{summary}/missing_cells.csv",
+        schedules="results/{dataset}/{summary}/schedules.csv",
         table1="results/{dataset}/{summary}/table1.csv",
         table1_md=report(
             "results/{dataset}/{summary}/table1.md",
@@ -31,5 +33,6 @@ rule aggregate:
         cells=lambda wildcards: study_cell_table(wildcards.dataset),
         horse10=lambda wildcards: is_horse10(wildcards.dataset),
         backbones=study_backbone_metadata(),  # from the table as it is now: a corrected top-1 reruns this
+        schedules=study_schedule_records,
     script:
         "../workflow/scripts/aggregate.py"

@@ -15,6 +15,13 @@ from oodpose.data.horse10 import BENCHMARK_FILES
 from oodpose.data.splits import official_split_files
 from oodpose.errors import InputError
 from oodpose.paper import study_backbones
+from oodpose.schedule import (
+    NAME,
+    Schedule,
+    cell_schedule,
+    read_chosen_schedules,
+    search_grid,
+)
 from oodpose.settings import (
     check_config,
     dataset_settings,
@@ -22,7 +29,19 @@ from oodpose.settings import (
     synthetic_settings,
     train_config,
 )
-from oodpose.study import CELL_DIR, DATASET_NAME, INITS, PRETRAINED, Cell
+from oodpose.study import (
+    CELL_DIR,
+    DATASET_NAME,
+    INITS,
+    PRETRAINED,
+    SEARCH_CELL_DIR,
+    SEARCH_DIR,
+    SELECTED_ON,
+    SELECTIONS,
+    VALIDATION,
+    Cell,
+    SearchCell,
+)
 
 check_config(
     config, yaml.safe_load(Path(workflow.basedir, "config", "schema.yaml").read_text())
@@ -31,8 +50,12 @@ validate(config, "../config/schema.yaml")  # fills in the schema's defaults
 
 BACKBONES = load_backbones(config["backbones_table"])
 STUDY = config["study"] | {"backbones": study_backbones(config["study"]["backbones"])}
+SEARCH = config["search"]
+SEARCHED = STUDY["schedules"] == "searched"
 CELL_LOGS = CELL_DIR.replace("results/", "results/logs/", 1)
 CELL_BENCHMARKS = CELL_DIR.replace("results/", "results/benchmarks/", 1)
+SEARCH_LOGS = SEARCH_CELL_DIR.replace("results/", "results/logs/", 1)
+SEARCH_BENCHMARKS = SEARCH_CELL_DIR.replace("results/", "results/benchmarks/", 1)
 
 
 wildcard_constraints:
@@ -42,6 +65,8 @@ wildcard_constraints:
     split=r"\d+",
     fraction=r"\d+",
     summary="summary|partial_summary",
+    selection="|".join(SELECTIONS),
+    schedule=NAME,
 
 
 def dataset_config(name):
@@ -137,16 +162,36 @@ def is_horse10(dataset):
 
 
 def cell_train_config(wildcards):
-    """The cell's resolved training settings, from the config's `training:` and the backbone table."""
+    """The cell's resolved training settings, from the config's `training:` and the backbone table; a search
+    cell's schedule is its grid point, a searched study's the search's choice."""
+    training, schedule, held_out = config["training"], {}, 0
+    if hasattr(wildcards, "schedule"):  # a search cell
+        training = training | {
+            "iterations": SEARCH.get("iterations", training["iterations"]),
+            "curve_iterations": {},
+        }
+        schedule = Schedule.parse(wildcards.schedule).__dict__
+        held_out = (
+            SEARCH["validation_individuals"] if wildcards.selection == VALIDATION else 0
+        )
+        out = SearchCell.of(wildcards).folder
+    else:
+        out = Cell.of(wildcards).folder
+        if SEARCHED:
+            schedule = study_schedule(
+                wildcards.dataset, wildcards.backbone, wildcards.init
+            )[0].__dict__
     return train_config(
-        config["training"],
+        training,
         backbone=wildcards.backbone,
         init=wildcards.init,
         split=wildcards.split,
         fraction=wildcards.fraction,
+        validation_individuals=held_out,
         cache=expand(rules.prepare.output[0], dataset=wildcards.dataset)[0],
-        out=Cell.of(wildcards).folder,
+        out=out,
         backbones_table=config["backbones_table"],
+        **schedule,
     )
 
 
@@ -174,8 +219,13 @@ def weights_input(wildcards):
 
 
 def train_runtime(wildcards):
-    """Minutes of GPU time for a training job, from the table's per-1k-iteration estimate, with margin."""
-    iterations = cell_train_config(wildcards).iterations
+    """Minutes of GPU time for a training job, from the table's per-1k-iteration estimate, with margin. (Its
+    iterations without its schedule: a searched study's schedule may wait for a checkpoint, which a resource
+    function cannot.)"""
+    search_cell = hasattr(wildcards, "schedule")
+    iterations = (SEARCH if search_cell else config["training"]).get(
+        "iterations", config["training"]["iterations"]
+    )[wildcards.init]
     minutes = BACKBONES[wildcards.backbone].gpu_minutes_per_1k_iter * iterations / 1000
     return int(math.ceil(minutes * 1.5)) + 15
 
@@ -243,4 +293,140 @@ def check_study():
             check_output_stride(backbone)
 
 
+def check_search():
+    """The search's names, grids and held-out individuals, and a searched study's search: one sentence each."""
+    unknown = sorted(set(SEARCH["backbones"]) - set(BACKBONES))
+    unknown += sorted(set(SEARCH["grids"]) - set(SEARCH["backbones"]))
+    unknown += sorted(set(SEARCH["borrow"].values()) - set(SEARCH["backbones"]))
+    if unknown:
+        raise InputError(
+            f"config key search: backbone(s) {unknown} are not in {config['backbones_table']} or not in "
+            "search.backbones; list each grid's backbone and each lender of search.borrow under search.backbones"
+        )
+    for b in SEARCH["backbones"]:
+        for i in SEARCH["inits"]:
+            search_grid(SEARCH, b, i)
+    for name in STUDY["datasets"] if SEARCH["backbones"] else []:
+        dataset, splits = config["datasets"][name], dataset_split_count(name)
+        beyond = [s for s in SEARCH["splits"] if s > splits]
+        if beyond:
+            raise InputError(
+                f"config key search.splits: dataset {name!r} has {splits} splits, so split(s) {beyond} do not exist"
+            )
+        generated = "synthetic" in dataset or not official_split_files(
+            Path(dataset_path(name))
+        )
+        held_out, train = (
+            SEARCH["validation_individuals"],
+            dataset["n_train_individuals"],
+        )
+        if SEARCH["select_on"] == VALIDATION and generated and held_out >= train:
+            raise InputError(
+                f"config key search.validation_individuals: {held_out} would hold out every one of dataset "
+                f"{name!r}'s {train} training individuals; use at most {train - 1}"
+            )
+    if SEARCHED:
+        searched = {(b, i) for b in SEARCH["backbones"] for i in SEARCH["inits"]}
+        absent = [
+            f"{b}/{i}"
+            for b in STUDY["backbones"]
+            for i in STUDY["inits"]
+            if (SEARCH["borrow"].get(b, b), i) not in searched
+        ]
+        if absent:
+            raise InputError(
+                f"config key study.schedules: `searched`, but the search has no {', '.join(absent)}; add them to "
+                "search.backbones and search.inits, name a searched backbone to borrow from in search.borrow, or set "
+                "study.schedules: table"
+            )
+
+
 check_study()
+check_search()
+
+
+def search_splits(dataset):
+    """The splits a search trains on: `search.splits`, else all of the dataset's."""
+    return SEARCH["splits"] or list(range(1, dataset_split_count(dataset) + 1))
+
+
+def search_cells(dataset, selection):
+    """Every cell of one search: backbone x init x grid schedule x split, at the search's fraction."""
+    return [
+        SearchCell(dataset, b, i, s, SEARCH["fraction"], selection, plan.name)
+        for b in SEARCH["backbones"]
+        for i in SEARCH["inits"]
+        for plan in search_grid(SEARCH, b, i)
+        for s in search_splits(dataset)
+    ]
+
+
+def search_inputs(pattern):
+    """An input function: `pattern` (a rule's output) for every cell of a search, in `search_cells` order."""
+    return lambda wildcards: [
+        expand(pattern, **cell.as_dict())[0]
+        for cell in search_cells(wildcards.dataset, wildcards.selection)
+    ]
+
+
+def search_table_schedules(wildcards):
+    """The backbone table's schedule of each searched backbone and init, to rank against the search's choice."""
+    return {
+        (b, i): cell_schedule(BACKBONES[b], i)
+        for b in SEARCH["backbones"]
+        for i in SEARCH["inits"]
+    }
+
+
+def search_outputs(selection=None):
+    """The schedules.tsv of the search on every dataset of the study (none while `search.backbones` is empty)."""
+    if not SEARCH["backbones"]:
+        return []
+    return expand(
+        rules.select_schedules.output.schedules,
+        dataset=STUDY["datasets"],
+        selection=selection or SEARCH["select_on"],
+    )
+
+
+def chosen_schedules(dataset):
+    """A searched study's schedules.tsv: a checkpoint, so the study's jobs wait for it while it does not exist."""
+    return checkpoints.select_schedules.get(
+        dataset=dataset, selection=SEARCH["select_on"]
+    ).output.schedules
+
+
+def study_schedule(dataset, backbone, init):
+    """A study cell's schedule and where it came from: the search's choice (its own, or as the paper did for the
+    backbones it did not search, that of the searched backbone `search.borrow` names), or the backbone table's.
+    """
+    if SEARCHED:
+        chosen = read_chosen_schedules(chosen_schedules(dataset))
+        source = f"searched: {SELECTED_ON[SEARCH['select_on']]}"
+        lender = SEARCH["borrow"].get(backbone)
+        if lender:
+            return chosen[(lender, init)], f"{source}, borrowed from {lender}"
+        return chosen[(backbone, init)], source
+    row = BACKBONES[backbone]
+    return cell_schedule(row, init), f"table: {row.schedule_source}"
+
+
+def schedules_input(wildcards):
+    """Until a searched study's schedules.tsv exists, the study's jobs wait for it (afterwards the choices are in
+    their params, so a changed choice retrains exactly its cells and a new file alone retrains nothing).
+    """
+    if SEARCHED:
+        chosen_schedules(
+            wildcards.dataset
+        )  # raises while the checkpoint has not run: Snakemake runs it first
+    return []
+
+
+def study_schedule_records(wildcards):
+    """Each study backbone and init's schedule and its source, for the summary's schedules.csv."""
+    return [
+        {"backbone": b, "init": i, **plan.__dict__, "schedule_source": source}
+        for b in STUDY["backbones"]
+        for i in STUDY["inits"]
+        for plan, source in [study_schedule(wildcards.dataset, b, i)]
+    ]

@@ -2,6 +2,7 @@ rule train:
     input:
         cache=rules.prepare.output[0],
         weights=weights_input,
+        schedules=schedules_input,
     output:
         model=f"{CELL_DIR}/model.pt",
     log:

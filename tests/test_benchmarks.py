@@ -23,6 +23,7 @@ BENCH = Path(__file__).resolve().parents[1] / "bench"
         ("data.py", ["--tiny"]),
         ("demo.py", ["--tiny"]),
         ("demo.py", ["--tiny", "--config", "config/laptop.yaml"]),
+        ("search.py", ["--tiny"]),
         ("workflow_dag.py", ["--repeats", "1"]),
         ("backbone_estimates.py", ["convnext_atto", "vit_small_patch16"]),
     ],

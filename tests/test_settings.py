@@ -218,13 +218,16 @@ def test_config_refuses_curve_iterations_past_training_before_any_job():
 
 def test_the_schema_the_settings_and_the_cli_agree_on_what_a_study_may_set():
     """Every training setting is a `training:` key (the rest name the cell, override the backbone table's schedule
-    for one cell, or say where it runs), and each key is a flag of `oodpose train` with the schema's description."""
+    for one cell, hold out a search cell's validation horses, or say where it runs), and each key is a flag of
+    `oodpose train` with the schema's description."""
     training = SCHEMA["properties"]["training"]["properties"]
     cell, schedule = {"cache", "out", "backbone", "init", "split", "fraction"}, {"ilr", "final_lr", "cycles"}
-    runtime = {"device", "workers", "weights", "backbones_table"}
-    assert {f.name for f in dataclasses.fields(TrainConfig)} == set(training) | cell | schedule | runtime
+    runtime, search = {"device", "workers", "weights", "backbones_table"}, {"validation_individuals"}
+    assert {f.name for f in dataclasses.fields(TrainConfig)} == set(training) | cell | schedule | runtime | search
+    assert set(SCHEMA["properties"]["search"]["properties"]) >= search
     train = cli.parser()._subparsers._group_actions[0].choices["train"]
     helps = {action.dest: (action.help or "").replace("%%", "%") for action in train._actions}
+    assert search <= set(helps)
     for key, node in training.items():
         assert node["description"] in helps[key], key
     config = yaml.safe_load((REPO / "config" / "test.yaml").read_text())

@@ -40,9 +40,16 @@ def read_cell_metrics(paths: Iterable[str | Path], dataset: str) -> pd.DataFrame
     return pd.concat(tables, ignore_index=True).assign(dataset=dataset)
 
 
-def summarise(metrics: pd.DataFrame, cells: pd.DataFrame, horse10: bool) -> dict[str, pd.DataFrame | str]:
+SCHEDULE_COLUMNS = ["backbone", "init", "ilr", "final_lr", "cycles", "schedule_source"]
+
+
+def summarise(
+    metrics: pd.DataFrame, cells: pd.DataFrame, horse10: bool, schedules: list[dict]
+) -> dict[str, pd.DataFrame | str]:
     """Every summary table (by its file's name, without .csv) and the Markdown of Table 1 and the findings;
-    `metrics` joined by `with_backbones`, `cells` the cells the summary expects (so missing ones are listed)."""
+    `metrics` joined by `with_backbones`, `cells` the cells the summary expects (so missing ones are listed),
+    `schedules` each backbone and init's learning schedule and where it came from (SCHEDULE_COLUMNS)."""
+    schedule_table = pd.DataFrame(schedules, columns=SCHEDULE_COLUMNS)
     regressions = analysis.regressions(metrics)
     fraction = int(max(metrics["fraction"]))
     table1 = analysis.table1(metrics, fraction=fraction)
@@ -53,10 +60,11 @@ def summarise(metrics: pd.DataFrame, cells: pd.DataFrame, horse10: bool) -> dict
         "regressions": regressions,
         "pretrained_vs_scratch": analysis.pretrained_vs_scratch(metrics),
         "missing_cells": analysis.missing_cells(cells, metrics),
+        "schedules": schedule_table,
         "table1": table1,
         "findings": claims,
         "table1.md": analysis.table1_markdown(table1, regressions, fraction),
-        "findings.md": findings.findings_markdown(claims),
+        "findings.md": findings.findings_markdown(claims, schedule_table),
     }
 
 
@@ -77,6 +85,7 @@ def aggregate(
     metric_files: Iterable[str | Path],
     dataset: str,
     metadata: list[dict],
+    schedules: list[dict],
     cells: pd.DataFrame | None,
     horse10: bool,
     out: str | Path,
@@ -85,7 +94,7 @@ def aggregate(
     metrics = with_backbones(read_cell_metrics(metric_files, dataset), metadata)
     if cells is None:
         cells = metrics[list(CELL)].drop_duplicates()
-    outputs = summarise(metrics, cells, horse10)
+    outputs = summarise(metrics, cells, horse10, schedules)
     missing = outputs["missing_cells"]
     if len(missing):
         print(f"cells without metrics ({len(missing)}):\n{missing.to_string(index=False)}")

@@ -126,6 +126,12 @@ def add_train(s: argparse.ArgumentParser) -> None:
     config_option(s, "training.cuda_graphs", action="store_true")
     s.add_argument("--ilr", type=float, help="initial learning rate (default: the backbone table's)")
     s.add_argument("--final-lr", type=float, help="rate the cosine decays to (default: the backbone table's)")
+    s.add_argument(
+        "--validation-individuals",
+        type=int,
+        help="hold this many training individuals out of the split, as a schedule search's validation horses "
+        "(default 0: none; see search.validation_individuals)",
+    )
     s.add_argument("--cycles", type=int, help="cosine cycles (default: the table's from scratch, else 1)")
     s.add_argument("--device", help="auto (default), cpu or cuda[:i]")
     s.add_argument("--workers", type=int, help="data-loader workers (default: by device)")
@@ -180,10 +186,24 @@ def aggregate_cells(options: dict) -> None:
         metric_files,
         options["dataset"],
         backbone_metadata(table.values()),
+        trained_schedules(options["cells"]),
         None,
         options.get("horse10", False),
         options["out"],
     )
+
+
+def trained_schedules(cells: list[str]) -> list[dict]:
+    """Each backbone and init's schedule as its cells' settings.json record it (the CLI has no study config)."""
+    import json
+    from pathlib import Path
+
+    records = {}
+    for cell in cells:
+        s = json.loads((Path(cell) / "settings.json").read_text())
+        record = {k: s[k] for k in ("backbone", "init", "ilr", "final_lr", "cycles")}
+        records[(s["backbone"], s["init"])] = record | {"schedule_source": "as trained (settings.json)"}
+    return list(records.values())
 
 
 def draw_cell_figures(options: dict) -> None:

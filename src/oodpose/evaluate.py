@@ -26,7 +26,7 @@ from oodpose.device import Runtime, runtime
 from oodpose.errors import InputError
 from oodpose.models import PoseNet, build_model
 from oodpose.settings import TEST_SCALE
-from oodpose.study import SCRATCH, SETS
+from oodpose.study import SCRATCH, SETS, TRAIN, VALIDATION
 from oodpose.targets import predict
 
 PCK_THRESHOLD = 0.3
@@ -149,6 +149,13 @@ def to_deeplabcut(pred: np.ndarray, frames: list[str], bodyparts: list[str], sco
     return pd.DataFrame(pred.reshape(len(frames), -1).astype(np.float64), index=frames, columns=columns)
 
 
+def cell_sets(cache: Cache, split: int, fraction: int, held_out: int) -> dict[str, np.ndarray]:
+    """The sets a cell is scored on: its training and test sets, or for a search cell that holds out validation
+    horses, its training and validation sets only, so that choosing its schedule never sees a test frame."""
+    names = (TRAIN, VALIDATION) if held_out else SETS
+    return {set_: cache.frames(split, fraction, set_, held_out=held_out) for set_ in names}
+
+
 def evaluate(
     train_dir: str | Path,
     cache_path: str | Path,
@@ -171,7 +178,7 @@ def evaluate(
     check_same_cache(train_dir, settings, cache)
     rt = runtime(device, threads)
     split, fraction = int(settings["split"]), int(settings["fraction"])
-    sets = {set_: cache.frames(split, fraction, set_) for set_ in SETS}
+    sets = cell_sets(cache, split, fraction, int(settings.get("validation_individuals", 0)))
     rows = np.concatenate(list(sets.values()))
     checkpoints = sorted(train_dir.glob("snapshots/weights-*.pt")) + [train_dir / "model.pt"]
     truth, scale = cache.keypoints[rows], cache.index["scale"].to_numpy()[rows]
@@ -180,7 +187,7 @@ def evaluate(
     for path in checkpoints:
         model, iteration = load_trained(path, settings, len(cache.bodyparts))
         pred = predict_frames(model, cache, rows, rt, test_scale, batch_size, batchnorm)
-        for set_ in SETS:
+        for set_ in sets:
             chosen = set_of == set_
             table = keypoint_metrics(pred[chosen], truth[chosen], scale[chosen], cache.bodyparts)
             tables.append(table.assign(iteration=iteration, set=set_))

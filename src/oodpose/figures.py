@@ -218,3 +218,36 @@ def draw_figures(metrics: pd.DataFrame, cells: pd.DataFrame, cache, predictions:
     figure4_5a(metrics, folder / "figure4_5a.png", missing)
     figure5b(metrics, folder / "figure5b.png", missing)
     figure3c(ood_examples(metrics, cache, predictions), folder / "figure3c.png", missing)
+
+
+def schedule_heatmap(grid: pd.DataFrame, chosen: pd.Series, path: Path) -> None:
+    """A search's mean selection error over its grid for one backbone and init (ILR x final LR, one panel per
+    cycles value): the chosen schedule boxed, the backbone table's (the paper's, for its 13) ringed."""
+    cycles = sorted(grid["cycles"].unique())
+    fig, axes = plt.subplots(1, len(cycles), figsize=(3.2 * len(cycles) + 1, 2.8), squeeze=False)
+    vmin, vmax = grid["score"].min(), grid["score"].max()
+    for ax, cycle in zip(axes[0], cycles):
+        table = grid[grid["cycles"] == cycle].pivot(index="ilr", columns="final_lr", values="score")
+        table = table.sort_index(ascending=False)
+        sns.heatmap(table, annot=True, fmt=".3f", cmap="viridis_r", vmin=vmin, vmax=vmax, ax=ax, cbar=ax is axes[0, -1])
+        ax.set(title=f"{cycle} cosine cycle{'s' if cycle > 1 else ''}", xlabel="final LR", ylabel="initial LR")
+        for schedule, marker in ((chosen["schedule"], "box"), (chosen["table_schedule"], "ring")):
+            hit = grid[(grid["schedule"] == schedule) & (grid["cycles"] == cycle)]
+            if hit.empty:
+                continue
+            x, y = list(table.columns).index(hit["final_lr"].iloc[0]), list(table.index).index(hit["ilr"].iloc[0])
+            if marker == "box":
+                ax.add_patch(plt.Rectangle((x, y), 1, 1, fill=False, edgecolor="red", linewidth=2.5))
+            else:
+                ax.add_patch(plt.Circle((x + 0.5, y + 0.5), 0.4, fill=False, edgecolor="black", linewidth=1.5, ls="--"))
+    fig.suptitle(heatmap_title(chosen), fontsize=8, y=1.1)
+    save(fig, path)
+
+
+def heatmap_title(chosen: pd.Series) -> str:
+    """What a search heatmap shows, naming what was scored (an oracle selection as such) and how sure it is."""
+    return (
+        f"{chosen['backbone']}, {INIT_NAMES[chosen['init']]}: normalised error on {chosen['selected_on']}\n"
+        f"chosen boxed (red), {'' if chosen['distinguishable'] else 'not '}distinguishable from the runner-up; "
+        f"the table's schedule ringed (dashed); n = {int(chosen['n_splits'])} splits"
+    )

@@ -21,7 +21,7 @@ from scipy import stats
 
 from oodpose import paper
 from oodpose.analysis import final, fit_on_top1, paired_errors
-from oodpose.study import OOD, PRETRAINED, SCRATCH, WITHIN
+from oodpose.study import OOD, PRETRAINED, SCRATCH, SELECTED_ON, WITHIN
 
 SUPPORTED, CONTRADICTED, UNRESOLVED = "supported", "contradicted", "not resolvable at this n"
 COLUMNS = [
@@ -283,14 +283,17 @@ def findings(metrics: pd.DataFrame, horse10: bool) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
-def findings_markdown(table: pd.DataFrame) -> str:
-    """The findings as Markdown: one line per claim, then the per-backbone tests of claim (a)."""
+def findings_markdown(table: pd.DataFrame, schedules: pd.DataFrame) -> str:
+    """The findings as Markdown: where the learning schedules came from, one line per claim, then the
+    per-backbone tests of claim (a)."""
     units = "; ".join(f"({claim.id}) in {claim.unit}" for claim in CLAIMS)
     lines = [
         "# Findings: the paper's claims, checked against this study",
         "",
         "Verdicts: *supported* or *contradicted* when the 95 % confidence interval lies wholly on one side "
         f"of zero, else *not resolvable at this n*. Each statistic names its unit: {units}.",
+        "",
+        schedule_note(schedules),
         "",
     ]
     head = ["| claim | verdict | statistic | estimate (95 % CI) | n |", "|---|---|---|---|---:|"]
@@ -307,6 +310,18 @@ def findings_markdown(table: pd.DataFrame) -> str:
             lines += [table_row(f"(a) {r.scope}", r) for r in per_backbone.itertuples()]
         lines.append("")
     return "\n".join(lines)
+
+
+def schedule_note(schedules: pd.DataFrame) -> str:
+    """One sentence on the learning schedules; an oracle selection says that it saw the test horses."""
+    sources = sorted(schedules["schedule_source"].unique())
+    note = f"Learning schedules: {'; '.join(sources)}."
+    if any(SELECTED_ON[OOD] in source for source in sources):
+        note += (
+            f" **{SELECTED_ON[OOD].capitalize()}**: the schedules were chosen on the out-of-domain test horses "
+            "that these findings report, as the paper chose them, so their out-of-domain errors are optimistic."
+        )
+    return note
 
 
 def table_row(label: str, r) -> str:

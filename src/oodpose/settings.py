@@ -96,6 +96,7 @@ class TrainConfig:
     global_scale: float = GLOBAL_SCALE
     pos_dist_thresh: float = POS_DIST_THRESH
     locref_weight: float = LOCREF_WEIGHT
+    validation_individuals: int = 0  # a search cell's held-out training individuals, scored instead of the tests
     # How and where it runs; these never change the result.
     device: str = "auto"
     threads: int | None = None
@@ -142,11 +143,17 @@ RUNTIME_FIELDS = (
     "backbones_table",
 )
 PATH_FIELDS = ("cache", "out", "weights", "backbones_table")
+LATER_FIELDS = {"validation_individuals": 0}  # added after cells were trained: recorded only when not this value
 
 
 def result_settings(config: TrainConfig) -> dict:
-    """The fields of a resolved `config` that define its result: a change to any of them retrains the cell."""
-    return {k: v for k, v in dataclasses.asdict(config).items() if k not in RUNTIME_FIELDS}
+    """The fields of a resolved `config` that define its result: a change to any of them retrains the cell. A
+    field added later is left out at its neutral value, so the cells trained before it existed stay valid."""
+    return {
+        k: v
+        for k, v in dataclasses.asdict(config).items()
+        if k not in RUNTIME_FIELDS and not (k in LATER_FIELDS and v == LATER_FIELDS[k])
+    }
 
 
 def synthetic_settings(dataset: dict) -> SyntheticSettings:

@@ -12,8 +12,16 @@ PRETRAINED, SCRATCH = "imagenet", "scratch"  # the inits: ImageNet-pretrained ba
 INITS = (PRETRAINED, SCRATCH)
 TRAIN, WITHIN, OOD = "train", "test_within", "test_ood"  # the sets, by their frames' role in a cell's split
 SETS = (TRAIN, WITHIN, OOD)
+VALIDATION = "validation"  # a search cell's held-out training individuals, scored instead of any test frame
+SELECTIONS = (VALIDATION, OOD)  # what a schedule search scores: validation horses, or the paper's test horses
+SELECTED_ON = {  # each selection as every output of a search names it
+    VALIDATION: "validation horses (training individuals held out of each split)",
+    OOD: "oracle selection (test horses)",
+}
 CELL = ("dataset", "backbone", "init", "split", "fraction")  # the columns that name one cell
 CELL_DIR = "results/{dataset}/{backbone}/{init}/split{split}_frac{fraction}"
+SEARCH_DIR = "results/{dataset}/search/{selection}"  # one schedule search: its cells, schedules.tsv, heatmaps
+SEARCH_CELL_DIR = SEARCH_DIR + "/{backbone}/{init}/{schedule}/split{split}_frac{fraction}"
 AUGMENTATIONS = ("paper", "imgaug", "none")  # training augmentation presets (oodpose.data.augment.PRESETS)
 NORMALISATIONS = ("weights", "deeplabcut")  # input scaling: the weights' own, or DeepLabCut 2.x's mean subtraction
 BATCHNORM_STATISTICS = ("running", "per_frame")  # at evaluation, for networks that train their batch norm
@@ -42,3 +50,20 @@ class Cell:
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+
+@dataclass(frozen=True, order=True)
+class SearchCell(Cell):
+    """A cell of a schedule search: a study cell trained on one schedule of the grid (`Schedule.name`),
+    scored on held-out training individuals or, for the paper's oracle selection, on the test horses."""
+
+    selection: str = VALIDATION
+    schedule: str = ""
+
+    @classmethod
+    def of(cls, values) -> SearchCell:
+        return cls(**Cell.of(values).as_dict(), selection=values["selection"], schedule=values["schedule"])
+
+    @property
+    def folder(self) -> str:
+        return SEARCH_CELL_DIR.format(**asdict(self))

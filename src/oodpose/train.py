@@ -306,6 +306,9 @@ def write_settings(cfg: TrainConfig, run: Run, cache: Cache, path: Path, graphed
         "device_resolved": str(rt.device),
         "amp_dtype": str(rt.amp_dtype),  # what `amp` resolved to on this device
         "cuda_graphs_used": graphed,  # what `cuda_graphs` resolved to
+        "validation_horses": cache.validation_individuals(cfg.split, cfg.validation_individuals)
+        if cfg.validation_individuals
+        else [],
         "torch": torch.__version__,
         "weights_file": None if run.weights is None else str(run.weights),
         "weights_sha256": None if run.weights is None else sha256_of(run.weights),
@@ -325,7 +328,7 @@ def remove_stale_evaluation(out: Path) -> None:
 
 def training_rows(cache: Cache, cfg: TrainConfig) -> np.ndarray:
     """The cell's training frames; none is an error, fewer than a batch a warning."""
-    rows = cache.frames(cfg.split, cfg.fraction, TRAIN)
+    rows = cache.frames(cfg.split, cfg.fraction, TRAIN, held_out=cfg.validation_individuals)
     if len(rows) == 0:
         raise InputError(f"{cfg.cache}: split {cfg.split} at fraction {cfg.fraction}% has no training frames")
     if cfg.batch_size > len(rows):

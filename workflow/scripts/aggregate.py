@@ -8,6 +8,7 @@ with rule_log(snakemake.log[0]):
         snakemake.input.metrics,
         snakemake.wildcards.dataset,
         snakemake.params.backbones,
+        snakemake.params.schedules,
         snakemake.params.cells,
         snakemake.params.horse10,
         Path(snakemake.output.metrics).parent,

@@ -31,10 +31,16 @@ from oodpose.data.coco import read_coco
 from oodpose.data.horse10 import DOWNLOAD_RECORD
 from oodpose.data.labels import Labels, drop_labels_outside, find_label_files, read_labels
 from oodpose.data.scales import SCALE_FILE, frame_scales
-from oodpose.data.splits import make_splits, official_split_files, read_official_splits, training_subset
+from oodpose.data.splits import (
+    make_splits,
+    official_split_files,
+    read_official_splits,
+    training_subset,
+    validation_individuals,
+)
 from oodpose.errors import InputError
 from oodpose.settings import DatasetSettings
-from oodpose.study import OOD, SETS, TRAIN
+from oodpose.study import OOD, SETS, TRAIN, VALIDATION
 
 log = logging.getLogger(__name__)
 CONTENT_FILES = ("index.parquet", "keypoints.npy", "splits.parquet", "images.npy")
@@ -157,17 +163,30 @@ class Cache:
     def images(self) -> np.ndarray:
         return np.load(self.path / "images.npy", mmap_mode="r")
 
-    def frames(self, split: int, fraction: int, role: str) -> np.ndarray:
-        """Row numbers of the frames with `role` in one cell's split and fraction."""
-        if role not in SETS:
-            raise InputError(f"unknown set {role!r}; use one of {SETS}")
+    def frames(self, split: int, fraction: int, role: str, held_out: int = 0) -> np.ndarray:
+        """Row numbers of the frames with `role` in one cell's split and fraction; with `held_out` validation
+        individuals, their training frames are the VALIDATION set and leave the training and within sets."""
+        if role not in (*SETS, VALIDATION):
+            raise InputError(f"unknown set {role!r}; use one of {(*SETS, VALIDATION)}")
         table = self.splits[self.splits["split"] == split]
         if table.empty:
             known = sorted(self.splits["split"].unique().tolist())
             raise InputError(f"{self.path}: no split {split}; it has splits {known}")
+        individuals = self.index["individual"].to_numpy()
         rows = table.loc[table["role"] == role, "frame"].to_numpy()
+        if held_out:  # validation: the held-out horses' training frames, so that no test frame is ever scored
+            validation = np.isin(individuals, self.validation_individuals(split, held_out))
+            own = table.loc[table["role"] == TRAIN, "frame"].to_numpy()
+            rows = own[validation[own]] if role == VALIDATION else rows[~validation[rows]]
+        elif role == VALIDATION:
+            raise InputError("the validation set exists only for a cell that holds out validation individuals")
         if role == TRAIN:
-            individuals = self.index["individual"].to_numpy()
             n_individual_frames = int(np.isin(individuals, individuals[rows]).sum())
             rows = training_subset(rows, n_individual_frames, split, fraction, self.meta["settings"]["seed"])
         return np.sort(rows)
+
+    def validation_individuals(self, split: int, n: int) -> list[str]:
+        """The training individuals of `split` that a search cell holds out (oodpose.data.splits)."""
+        table = self.splits[(self.splits["split"] == split) & (self.splits["role"] == TRAIN)]
+        train = sorted(set(self.index["individual"].to_numpy()[table["frame"].to_numpy()]))
+        return validation_individuals(train, n, split, self.meta["settings"]["seed"])

@@ -5,6 +5,10 @@ the other half are the within-domain test; every frame of the other individuals 
 (OOD). A smaller fraction f takes a seeded subset of round(f/100 x frames of the training
 individuals) from the 50% training frames, so it is nested in it; the test sets do not change with
 the fraction, so results at both fractions are measured on the same frames.
+
+A schedule search scored on validation horses holds some training individuals out of a split
+(`validation_individuals`): their training frames are not trained on but scored, standing in for
+unseen horses, so that choosing a schedule needs no test frame.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from oodpose.study import OOD, TRAIN, WITHIN
 
 OFFICIAL_COLUMNS = {"trainIndices": TRAIN, "testIndices_withinDomain": WITHIN, "testIndices_acrossDomain": OOD}
 BASE_FRACTION = 50
+VALIDATION_SEED = 24  # keeps the validation draw apart from the fractions' subsets of the same split
 
 
 def official_split_files(root: Path) -> list[Path]:
@@ -84,6 +89,19 @@ def training_subset(train: np.ndarray, n_individual_frames: int, split: int, fra
     order = np.random.default_rng([seed, int(split)]).permutation(len(train))
     n = int(round(fraction / 100 * n_individual_frames))
     return train[np.sort(order[: max(n, 1)])]
+
+
+def validation_individuals(train_individuals: list[str], n: int, split: int, seed: int) -> list[str]:
+    """The `n` training individuals of a split held out as validation horses: a seeded draw per split (so the
+    splits hold out different horses), the same on every run and machine."""
+    individuals = sorted(train_individuals)
+    if n >= len(individuals):
+        raise InputError(
+            f"validation_individuals: {n} would hold out all {len(individuals)} training individuals of split "
+            f"{split}; lower search.validation_individuals to at most {len(individuals) - 1}"
+        )
+    order = np.random.default_rng([seed, int(split), VALIDATION_SEED]).permutation(len(individuals))
+    return sorted(individuals[i] for i in order[:n])
 
 
 def splits_to_official(splits: pd.DataFrame, folder: Path) -> list[Path]:
