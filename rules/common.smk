@@ -51,6 +51,13 @@ validate(config, "../config/schema.yaml")  # fills in the schema's defaults
 BACKBONES = load_backbones(config["backbones_table"])
 STUDY = config["study"] | {"backbones": study_backbones(config["study"]["backbones"])}
 SEARCH = config["search"]
+SEARCH_SCORE_COLUMNS = [
+    "score",
+    "score_ci_low",
+    "score_ci_high",
+    "n_splits",
+    "distinguishable",
+]
 SEARCHED = STUDY["schedules"] == "searched"
 CELL_LOGS = CELL_DIR.replace("results/", "results/logs/", 1)
 CELL_BENCHMARKS = CELL_DIR.replace("results/", "results/benchmarks/", 1)
@@ -423,10 +430,23 @@ def schedules_input(wildcards):
 
 
 def study_schedule_records(wildcards):
-    """Each study backbone and init's schedule and its source, for the summary's schedules.csv."""
-    return [
+    """Each study backbone and init's schedule and its source, for the summary's schedules.csv; for a searched
+    study, with the search's score of it and whether it beat the runner-up beyond noise.
+    """
+    records = [
         {"backbone": b, "init": i, **plan.__dict__, "schedule_source": source}
         for b in STUDY["backbones"]
         for i in STUDY["inits"]
         for plan, source in [study_schedule(wildcards.dataset, b, i)]
+    ]
+    if not SEARCHED:
+        return records
+    chosen = pd.read_csv(chosen_schedules(wildcards.dataset), sep="\t")
+    chosen = chosen.set_index(["backbone", "init"])[SEARCH_SCORE_COLUMNS]
+    return [
+        r
+        | chosen.loc[
+            (SEARCH["borrow"].get(r["backbone"], r["backbone"]), r["init"])
+        ].to_dict()
+        for r in records
     ]

@@ -203,6 +203,8 @@ def test_a_study_switched_to_searched_schedules_retrains_only_the_cells_whose_sc
     used = pd.read_csv(workdir / "results" / "synthetic" / "summary" / "schedules.csv").set_index("backbone")
     assert used.loc["efficientnet_lite0", "ilr"] == chosen.loc["efficientnet_lite0", "ilr"]
     assert used["schedule_source"].str.startswith("searched: validation horses").all()
+    assert used.loc["efficientnet_lite0", "score"] == pytest.approx(chosen.loc["efficientnet_lite0", "score"])
+    assert "distinguishable" in used
     assert (
         "Learning schedules: searched: validation horses" in (folder.parents[1] / "summary" / "findings.md").read_text()
     )

@@ -48,8 +48,12 @@ def summarise(
 ) -> dict[str, pd.DataFrame | str]:
     """Every summary table (by its file's name, without .csv) and the Markdown of Table 1 and the findings;
     `metrics` joined by `with_backbones`, `cells` the cells the summary expects (so missing ones are listed),
-    `schedules` each backbone and init's learning schedule and where it came from (SCHEDULE_COLUMNS)."""
-    schedule_table = pd.DataFrame(schedules, columns=SCHEDULE_COLUMNS)
+    `schedules` each backbone and init's learning schedule and where it came from (SCHEDULE_COLUMNS, then for a
+    searched study the search's score of it)."""
+    schedule_table = pd.DataFrame(schedules)
+    schedule_table = schedule_table.reindex(
+        columns=[*SCHEDULE_COLUMNS, *schedule_table.columns.difference(SCHEDULE_COLUMNS)]
+    )
     regressions = analysis.regressions(metrics)
     fraction = int(max(metrics["fraction"]))
     table1 = analysis.table1(metrics, fraction=fraction)
