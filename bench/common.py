@@ -25,6 +25,34 @@ def machine() -> dict:
     }
 
 
+def run_arguments(parser, published: str):
+    """The --tiny, --keep and --publish options of a benchmark that runs the workflow and may publish the run
+    (`published`: what --publish copies); parsed, with a dry run that asks to publish refused by name."""
+    parser.add_argument("--tiny", action="store_true", help="dry run: plan the jobs, run none (CI)")
+    parser.add_argument("--keep", help="run in this folder and keep its results")
+    parser.add_argument("--publish", help=f"a folder for the run's {published} and report; DEST.md: its page")
+    args = parser.parse_args()
+    if args.publish and args.tiny:
+        parser.error(f"--publish {args.publish}: a --tiny dry run has nothing to publish; drop one of the two")
+    return args
+
+
+def publish_run(files: list[Path], report: dict, dest: Path, page) -> None:
+    """Copy a run's `files` into the folder `dest` with the report that says how they were made (run.json), then
+    write its page `dest`.md with `page(dest)`, so that page, files and numbers change together."""
+    import json
+
+    from oodpose.atomic import atomic_file
+
+    for path in files:
+        with atomic_file(dest / path.name) as tmp:
+            shutil.copyfile(path, tmp)
+    with atomic_file(dest / "run.json") as tmp:
+        Path(tmp).write_text(json.dumps(report, indent=2) + "\n")
+    with atomic_file(dest.with_suffix(".md")) as tmp:
+        Path(tmp).write_text(page(dest))
+
+
 def workflow_dir(root: Path) -> Path:
     """A scratch working directory holding a copy of the project's config and profiles."""
     root.mkdir(parents=True, exist_ok=True)

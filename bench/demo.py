@@ -19,7 +19,6 @@ import argparse
 import json
 import re
 import shlex
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -29,9 +28,8 @@ from pathlib import Path
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import REPO, machine, timed_snakemake, workflow_dir  # noqa: E402
+from common import REPO, machine, publish_run, run_arguments, timed_snakemake, workflow_dir  # noqa: E402
 
-from oodpose.atomic import atomic_file  # noqa: E402
 from oodpose.study import OOD, PRETRAINED, WITHIN  # noqa: E402
 
 SUMMARY = Path("results", "synthetic", "summary")  # the study's summary, in the run's folder
@@ -66,20 +64,8 @@ def main(config: str, tiny: bool, keep: str | None, publish_to: str | None) -> d
         cells = {} if tiny else final_pck(workdir)
         report = about | verdict(seconds, cells, *TARGETS[config])
         if publish_to:
-            publish(workdir, report, Path(publish_to))
+            publish_run([workdir / SUMMARY / name for name in PUBLISHED], report, Path(publish_to), results_page)
     return report
-
-
-def publish(workdir: Path, report: dict, dest: Path) -> None:
-    """Copy the figures and findings a results page shows, with the report that says how they were made, then
-    write the page (`dest` + .md) from them, so that page, figures and numbers change together."""
-    for name in PUBLISHED:
-        with atomic_file(dest / Path(name).name) as tmp:
-            shutil.copyfile(workdir / SUMMARY / name, tmp)
-    with atomic_file(dest / "run.json") as tmp:
-        Path(tmp).write_text(json.dumps(report, indent=2) + "\n")
-    with atomic_file(dest.with_suffix(".md")) as tmp:
-        Path(tmp).write_text(results_page(dest))
 
 
 def results_page(folder: Path) -> str:
@@ -140,10 +126,5 @@ def verdict(seconds: float, cells: dict[str, dict[str, float]], target_s: float,
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--config", default="config/demo.yaml", choices=sorted(TARGETS), help="the study to run")
-    parser.add_argument("--tiny", action="store_true", help="dry run: plan the jobs, run none (CI)")
-    parser.add_argument("--keep", help="run in this folder and keep its results")
-    parser.add_argument("--publish", help="a folder for the run's figures, findings and report; DEST.md: its page")
-    args = parser.parse_args()
-    if args.publish and args.tiny:
-        parser.error(f"--publish {args.publish}: a --tiny dry run has no figures to publish; drop one of the two")
+    args = run_arguments(parser, "figures and findings")
     print(json.dumps(main(args.config, args.tiny, args.keep, args.publish), indent=2))

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -23,9 +22,7 @@ from pathlib import Path
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import REPO, machine, timed_snakemake, workflow_dir  # noqa: E402
-
-from oodpose.atomic import atomic_file  # noqa: E402
+from common import REPO, machine, publish_run, run_arguments, timed_snakemake, workflow_dir  # noqa: E402
 
 CONFIG = "config/search-laptop.yaml"
 SEARCH = Path("results", "synthetic", "search", "validation")  # the search's folder, in the run's folder
@@ -47,19 +44,10 @@ def main(tiny: bool, keep: str | None, publish_to: str | None) -> dict:
             chosen = pd.read_csv(workdir / SEARCH / "schedules.tsv", sep="\t")
             report["chosen"] = json.loads(chosen[SHOWN].to_json(orient="records"))
         if publish_to:
-            publish(workdir / SEARCH, report, Path(publish_to))
+            search = workdir / SEARCH
+            files = [search / "schedules.tsv", search / "scores.csv", *sorted((search / "figures").glob("*.png"))]
+            publish_run(files, report, Path(publish_to), results_page)
     return report
-
-
-def publish(search: Path, report: dict, dest: Path) -> None:
-    """Copy the search's tables and heatmaps with the report that says how they were made, then write its page."""
-    for path in [search / "schedules.tsv", search / "scores.csv", *sorted((search / "figures").glob("*.png"))]:
-        with atomic_file(dest / path.name) as tmp:
-            shutil.copyfile(path, tmp)
-    with atomic_file(dest / "run.json") as tmp:
-        Path(tmp).write_text(json.dumps(report, indent=2) + "\n")
-    with atomic_file(dest.with_suffix(".md")) as tmp:
-        Path(tmp).write_text(results_page(dest))
 
 
 def results_page(folder: Path) -> str:
@@ -97,11 +85,5 @@ def markdown_table(table: pd.DataFrame) -> list[str]:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--tiny", action="store_true", help="dry run: plan the jobs, run none (CI)")
-    parser.add_argument("--keep", help="run in this folder and keep its results")
-    parser.add_argument("--publish", help="a folder for the search's tables, heatmaps and report; DEST.md: its page")
-    args = parser.parse_args()
-    if args.publish and args.tiny:
-        parser.error(f"--publish {args.publish}: a --tiny dry run has nothing to publish; drop one of the two")
+    args = run_arguments(argparse.ArgumentParser(description=__doc__), "tables and heatmaps")
     print(json.dumps(main(args.tiny, args.keep, args.publish), indent=2))

@@ -59,7 +59,8 @@ def test_demo_verdict_is_plain_json():
 def test_publish_writes_a_results_page_with_the_figures_and_the_run_that_made_them(tmp_path):
     """A run's figures, findings and report are copied together, and its results page is written from them."""
     sys.path.insert(0, str(BENCH))
-    from demo import PUBLISHED, SUMMARY, publish
+    from common import publish_run
+    from demo import PUBLISHED, SUMMARY, results_page
 
     summary = tmp_path / "run" / SUMMARY
     for name in PUBLISHED:
@@ -77,7 +78,7 @@ def test_publish_writes_a_results_page_with_the_figures_and_the_run_that_made_th
         "final_pck": cells,
         "lowest_pretrained_within_pck": 0.75,
     }
-    publish(tmp_path / "run", report, tmp_path / "results" / "laptop")
+    publish_run([summary / name for name in PUBLISHED], report, tmp_path / "results" / "laptop", results_page)
     folder = tmp_path / "results" / "laptop"
     assert (folder / "figure5b.png").read_text() == "content of figures/figure5b.png"
     assert json.loads((folder / "run.json").read_text())["commit"] == "abc1234"
@@ -96,3 +97,22 @@ def test_publish_refuses_a_dry_run():
     result = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and "--publish docs/nowhere" in result.stderr and result.stdout == ""
     assert not (BENCH.parent / "docs" / "nowhere").exists()
+
+
+def test_the_search_page_shows_its_choices_and_heatmaps(tmp_path):
+    sys.path.insert(0, str(BENCH))
+    from common import publish_run
+    from search import results_page
+
+    heatmap = tmp_path / "efficientnet_lite0_imagenet.png"
+    heatmap.write_text("png")
+    chosen = {"backbone": "efficientnet_lite0", "schedule": "ilr0.0005_final0.0_cycles1", "score": 0.41234}
+    chosen |= {"distinguishable": False, "table_rank": None}
+    report = {"command": "python bench/search.py", "commit": "abc1234", "date": "2026-12-03", "wall_s": 2000.0}
+    report |= {"target_s": 2700, "meets_target": True, "chosen": [chosen]}
+    report["machine"] = {"cores": 2, "cpu": "x86_64", "torch": "2.14.1"}
+    publish_run([heatmap], report, tmp_path / "search-laptop", results_page)
+    page = (tmp_path / "search-laptop.md").read_text()
+    assert "`python bench/search.py` at commit `abc1234`" in page and "**met**" in page
+    assert "| efficientnet_lite0 | ilr0.0005_final0.0_cycles1 | 0.412 | False | – |" in page
+    assert "(search-laptop/efficientnet_lite0_imagenet.png)" in page
