@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -33,6 +34,16 @@ def synthetic_cache(synthetic_dataset, tmp_path_factory) -> Path:
     return prepare_cache(
         synthetic_dataset, tmp_path_factory.mktemp("cache") / "cache", DatasetSettings(n_train_individuals=2)
     )
+
+
+@pytest.fixture(autouse=True)
+def no_host_slurm(request, monkeypatch):
+    """Snakemake's SLURM plugin runs `scontrol show config` whenever Snakemake starts. Where SLURM's clients are
+    installed but no controller answers (as after the SLURM test, which leaves its slurm.conf), that waits about
+    9 s per start. The tests that are not about SLURM see no cluster: with an empty config, scontrol fails at once.
+    """
+    if request.node.get_closest_marker("slurm") is None:
+        monkeypatch.setenv("SLURM_CONF", os.devnull)
 
 
 @pytest.fixture(autouse=True)
