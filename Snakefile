@@ -33,6 +33,7 @@ localrules:
     partial,
     search,
     select_schedules,
+    summarise_search,
 
 
 rule all:

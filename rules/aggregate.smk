@@ -12,6 +12,7 @@ rule aggregate:
         ),
         paired="results/{dataset}/{summary}/pretrained_vs_scratch.csv",
         missing="results/{dataset}/{summary}/missing_cells.csv",
+        diverged="results/{dataset}/{summary}/diverged_cells.csv",
         schedules="results/{dataset}/{summary}/schedules.csv",
         table1="results/{dataset}/{summary}/table1.csv",
         table1_md=report(

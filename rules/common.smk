@@ -149,7 +149,9 @@ def study_backbone_metadata():
 
 
 def study_outputs(summary="summary"):
-    """The tables and figures of every dataset of the study."""
+    """The tables and figures of every dataset of the study; for a searched study, with the search's choice and
+    heatmaps beside them."""
+    searched = ["results/{dataset}/{summary}/search/schedules.tsv"] if SEARCHED else []
     return expand(
         [
             "results/{dataset}/{summary}/metrics.csv",
@@ -157,6 +159,7 @@ def study_outputs(summary="summary"):
             "results/{dataset}/{summary}/findings.md",
             "results/{dataset}/{summary}/regressions.csv",
             "results/{dataset}/{summary}/figures/figure1.png",
+            *searched,
         ],
         dataset=STUDY["datasets"],
         summary=summary,
@@ -394,6 +397,11 @@ def search_outputs(selection=None):
         dataset=STUDY["datasets"],
         selection=selection or SEARCH["select_on"],
     )
+
+
+def search_choice(pattern):
+    """`pattern` (a select_schedules output) for the study's search: the one its `search.select_on` names."""
+    return expand(pattern, selection=SEARCH["select_on"], allow_missing=True)
 
 
 def chosen_schedules(dataset):

@@ -60,3 +60,23 @@ checkpoint select_schedules:
         held_out=SEARCH["validation_individuals"],
     script:
         "../workflow/scripts/select_schedules.py"
+
+
+rule summarise_search:
+    input:
+        schedules=search_choice(rules.select_schedules.output.schedules),
+        figures=search_choice(rules.select_schedules.output.figures),
+    output:
+        schedules="results/{dataset}/{summary}/search/schedules.tsv",
+        figures=expand(
+            "results/{dataset}/{summary}/search/{backbone}_{init}.png",
+            backbone=SEARCH["backbones"],
+            init=SEARCH["inits"],
+            allow_missing=True,
+        ),
+    log:
+        "results/logs/{dataset}/{summary}/summarise_search.log",
+    conda:
+        "../envs/oodpose.yaml"
+    shell:
+        "cp {input.schedules} {input.figures} $(dirname {output.schedules}) > {log} 2>&1"

@@ -109,7 +109,7 @@ def test_table1_against_the_paper_on_horse10(offset, expected):
 
 def test_findings_markdown_states_every_claim_with_its_verdict():
     schedules = pd.DataFrame([{"schedule_source": "table (paper, cross-validated)"}])
-    text = findings_markdown(findings(metrics_table(paper_like), horse10=False), schedules)
+    text = findings_markdown(findings(metrics_table(paper_like), horse10=False), schedules, pd.DataFrame())
     assert "Learning schedules: table (paper, cross-validated)." in text and "oracle" not in text
     assert "## horse, 50 % training data" in text
     for claim in ("(a)", "(b)", "(c)", "(d1)", "(d2)", "(e)"):

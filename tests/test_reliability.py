@@ -19,7 +19,7 @@ from oodpose.cli import main
 from oodpose.data.cache import Cache, prepare_cache
 from oodpose.data.labels import read_labels
 from oodpose.data.synthetic import generate
-from oodpose.errors import InputError
+from oodpose.errors import InputError, NoSpaceError
 from oodpose.evaluate import evaluate
 from oodpose.settings import DatasetSettings, SyntheticSettings, TrainConfig
 from oodpose.train import train
@@ -224,6 +224,30 @@ def test_temporaries_of_a_killed_job_are_removed_next_time(synthetic_cache, tmp_
     (snapshots / ".snapshot-0000005.pt.xyz.tmp").write_bytes(b"half written")
     train(cell(synthetic_cache, tmp_path / "cell", iterations=1, snapshot_every=1))
     assert not list(snapshots.glob(".*.tmp"))
+
+
+def test_a_full_disk_is_said_as_such_and_leaves_no_half_written_snapshot(synthetic_cache, tmp_path, monkeypatch):
+    """torch says a full disk as 'unexpected pos' (before: that RuntimeError, with no word of space)."""
+    import shutil as shutil_module
+
+    import oodpose.train as training
+
+    def full(obj, path):
+        Path(path).write_bytes(b"half")
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 64 vs 0")
+
+    monkeypatch.setattr(training.torch, "save", full)
+    usage = shutil_module.disk_usage(tmp_path)
+    monkeypatch.setattr(training.shutil, "disk_usage", lambda path: usage._replace(free=1000))
+    with pytest.raises(
+        NoSpaceError,
+        match=r"no space left on .*snapshots: snapshot-0000003.pt needs about [\d,]+ bytes and 1,000 are free",
+    ):
+        train(cell(synthetic_cache, tmp_path / "cell"))
+    assert not list((tmp_path / "cell" / "snapshots").iterdir())  # the temporary went
+    monkeypatch.setattr(training.shutil, "disk_usage", lambda path: usage._replace(free=10**12))
+    with pytest.raises(RuntimeError, match="unexpected pos"):  # with room to spare, torch's own error stands
+        train(cell(synthetic_cache, tmp_path / "cell"))
 
 
 # --- 10. one sentence per bad input -----------------------------------------------------------------------------------

@@ -25,7 +25,15 @@ A, B, C = (Schedule(ilr, 0.0, 1).name for ilr in (1e-3, 5e-4, 1e-4))
 def scores(values: dict[str, list[float]], backbone: str = "resnet50") -> pd.DataFrame:
     """A search's per-split scores: schedule name: one score per split."""
     rows = [
-        {"dataset": "d", "backbone": backbone, "init": "imagenet", "schedule": name, "split": split, "score": score}
+        {
+            "dataset": "d",
+            "backbone": backbone,
+            "init": "imagenet",
+            "schedule": name,
+            "split": split,
+            "score": score,
+            "diverged": "",
+        }
         for name, per_split in values.items()
         for split, score in enumerate(per_split, start=1)
     ]
@@ -206,9 +214,10 @@ def test_a_study_switched_to_searched_schedules_retrains_only_the_cells_whose_sc
     assert used["schedule_source"].str.startswith("searched: validation horses").all()
     assert used.loc["efficientnet_lite0", "score"] == pytest.approx(chosen.loc["efficientnet_lite0", "score"])
     assert "distinguishable" in used
-    assert (
-        "Learning schedules: searched: validation horses" in (folder.parents[1] / "summary" / "findings.md").read_text()
-    )
+    summary = workdir / "results" / "synthetic" / "summary"
+    assert (summary / "search" / "schedules.tsv").read_text() == (folder / "schedules.tsv").read_text()
+    assert (summary / "search" / "efficientnet_lite0_imagenet.png").is_file()
+    assert "Learning schedules: searched: validation horses" in (summary / "findings.md").read_text()
 
 
 def test_the_slurm_profiles_send_search_jobs_where_the_study_jobs_go():

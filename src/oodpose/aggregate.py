@@ -16,6 +16,7 @@ import pandas as pd
 from oodpose import analysis, findings
 from oodpose.atomic import atomic_file
 from oodpose.backbones import METADATA
+from oodpose.divergence import cell_divergence
 from oodpose.errors import InputError
 from oodpose.study import CELL
 
@@ -33,11 +34,21 @@ def with_backbones(metrics: pd.DataFrame, metadata: list[dict]) -> pd.DataFrame:
 
 
 def read_cell_metrics(paths: Iterable[str | Path], dataset: str) -> pd.DataFrame:
-    """The cells' metrics files as one table, each row labelled with its dataset."""
-    tables = [pd.read_csv(path) for path in paths]
+    """The cells' metrics files as one table, each row labelled with its dataset and, from the training log
+    beside it, whether its cell diverged ('' or the sentence of oodpose.divergence)."""
+    tables = [pd.read_csv(path).assign(diverged=cell_divergence(Path(path).parent)) for path in paths]
     if not tables:
         raise InputError(f"dataset {dataset!r}: no cell has metrics yet; evaluate some cells first")
     return pd.concat(tables, ignore_index=True).assign(dataset=dataset)
+
+
+def without_diverged(metrics: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The metrics of the cells that did not diverge, and the diverged cells (CELL and the sentence why)."""
+    diverged = metrics["diverged"].fillna("") != "" if "diverged" in metrics else pd.Series(False, metrics.index)
+    cells = metrics[diverged].drop_duplicates(list(CELL))[[*CELL, "diverged"]].reset_index(drop=True)
+    if diverged.all():
+        raise InputError(f"every cell diverged, so there is nothing to summarise: {cells['diverged'].iloc[0]}")
+    return metrics[~diverged].drop(columns="diverged", errors="ignore"), cells
 
 
 SCHEDULE_COLUMNS = ["backbone", "init", "ilr", "final_lr", "cycles", "schedule_source"]
@@ -50,6 +61,8 @@ def summarise(
     `metrics` joined by `with_backbones`, `cells` the cells the summary expects (so missing ones are listed),
     `schedules` each backbone and init's learning schedule and where it came from (SCHEDULE_COLUMNS, then for a
     searched study the search's score of it)."""
+    missing = analysis.missing_cells(cells, metrics)  # a diverged cell has metrics: it is listed apart
+    metrics, diverged_cells = without_diverged(metrics)
     schedule_table = pd.DataFrame(schedules)
     schedule_table = schedule_table.reindex(
         columns=[*SCHEDULE_COLUMNS, *schedule_table.columns.difference(SCHEDULE_COLUMNS)]
@@ -63,12 +76,13 @@ def summarise(
         "summary": analysis.summary(metrics),
         "regressions": regressions,
         "pretrained_vs_scratch": analysis.pretrained_vs_scratch(metrics),
-        "missing_cells": analysis.missing_cells(cells, metrics),
+        "missing_cells": missing,
+        "diverged_cells": diverged_cells,
         "schedules": schedule_table,
         "table1": table1,
         "findings": claims,
         "table1.md": analysis.table1_markdown(table1, regressions, fraction),
-        "findings.md": findings.findings_markdown(claims, schedule_table),
+        "findings.md": findings.findings_markdown(claims, schedule_table, diverged_cells),
     }
 
 
@@ -99,8 +113,8 @@ def aggregate(
     if cells is None:
         cells = metrics[list(CELL)].drop_duplicates()
     outputs = summarise(metrics, cells, horse10, schedules)
-    missing = outputs["missing_cells"]
-    if len(missing):
-        print(f"cells without metrics ({len(missing)}):\n{missing.to_string(index=False)}")
+    for name, listed in (("without metrics", outputs["missing_cells"]), ("diverged", outputs["diverged_cells"])):
+        if len(listed):
+            print(f"cells {name} ({len(listed)}), out of the statistics:\n{listed.to_string(index=False)}")
     write_summary(outputs, out)
     return outputs

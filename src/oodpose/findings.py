@@ -283,9 +283,9 @@ def findings(metrics: pd.DataFrame, horse10: bool) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
-def findings_markdown(table: pd.DataFrame, schedules: pd.DataFrame) -> str:
-    """The findings as Markdown: where the learning schedules came from, one line per claim, then the
-    per-backbone tests of claim (a)."""
+def findings_markdown(table: pd.DataFrame, schedules: pd.DataFrame, diverged: pd.DataFrame) -> str:
+    """The findings as Markdown: where the learning schedules came from, the cells left out because their
+    training diverged, one line per claim, then the per-backbone tests of claim (a)."""
     units = "; ".join(f"({claim.id}) in {claim.unit}" for claim in CLAIMS)
     lines = [
         "# Findings: the paper's claims, checked against this study",
@@ -295,6 +295,7 @@ def findings_markdown(table: pd.DataFrame, schedules: pd.DataFrame) -> str:
         "",
         schedule_note(schedules),
         "",
+        *diverged_note(diverged),
     ]
     head = ["| claim | verdict | statistic | estimate (95 % CI) | n |", "|---|---|---|---|---:|"]
     for (dataset, fraction), group in table.groupby(["dataset", "fraction"]):
@@ -310,6 +311,16 @@ def findings_markdown(table: pd.DataFrame, schedules: pd.DataFrame) -> str:
             lines += [table_row(f"(a) {r.scope}", r) for r in per_backbone.itertuples()]
         lines.append("")
     return "\n".join(lines)
+
+
+def diverged_note(diverged: pd.DataFrame) -> list[str]:
+    """The lines naming each diverged cell and why; none when no cell diverged."""
+    if diverged.empty:
+        return []
+    lines = [f"**{len(diverged)} cell(s) diverged and are left out of every statistic** (diverged_cells.csv):", ""]
+    for cell in diverged.itertuples():
+        lines.append(f"- {cell.backbone}/{cell.init}/split{cell.split}_frac{cell.fraction}: {cell.diverged}")
+    return [*lines, ""]
 
 
 def schedule_note(schedules: pd.DataFrame) -> str:

@@ -18,6 +18,7 @@ from scipy import stats
 
 from oodpose.atomic import atomic_file
 from oodpose.data.cache import Cache
+from oodpose.divergence import cell_divergence
 from oodpose.figures import schedule_heatmap
 from oodpose.schedule import Schedule
 from oodpose.study import SELECTED_ON, VALIDATION, SearchCell
@@ -31,7 +32,8 @@ def split_scores(metrics: pd.DataFrame, selection: str) -> pd.DataFrame:
     rows = metrics[(metrics["bodypart"] == "all") & (metrics["set"] == selection)]
     last = rows.groupby([*KEYS, "schedule", "split"])["iteration"].transform("max")
     rows = rows[rows["iteration"] == last]
-    return rows[[*KEYS, "schedule", "split", SCORE]].rename(columns={SCORE: "score"}).reset_index(drop=True)
+    columns = [*KEYS, "schedule", "split", SCORE, "diverged"]
+    return rows[columns].rename(columns={SCORE: "score"}).reset_index(drop=True)
 
 
 def mean_ci(values: np.ndarray) -> tuple[float, float, float]:
@@ -52,9 +54,11 @@ def grid_scores(scores: pd.DataFrame) -> pd.DataFrame:
         rows.append(
             dict(zip(KEYS, key), schedule=schedule, ilr=plan.ilr, final_lr=plan.final_lr, cycles=plan.cycles)
             | {"score": mean, "score_ci_low": low, "score_ci_high": high, "n_splits": len(group)}
+            | {"diverged_splits": int((group["diverged"].fillna("") != "").sum())}
         )
     table = pd.DataFrame(rows)
-    table["rank"] = table.groupby(KEYS)["score"].rank(method="min").astype(int)
+    ranked = table["score"].where(table["diverged_splits"] == 0, np.inf)  # a schedule that diverged comes last
+    table["rank"] = ranked.groupby([table[k] for k in KEYS]).rank(method="min").astype(int)
     return table.sort_values([*KEYS, "rank"]).reset_index(drop=True)
 
 
@@ -79,6 +83,7 @@ def choose(scores: pd.DataFrame, table: dict[tuple[str, str], Schedule], selecti
         rows.append(
             best[
                 [*KEYS, "schedule", "ilr", "final_lr", "cycles", "score", "score_ci_low", "score_ci_high", "n_splits"]
+                + ["diverged_splits"]
             ].to_dict()
             | {
                 "selection": selection,
@@ -97,9 +102,12 @@ def choose(scores: pd.DataFrame, table: dict[tuple[str, str], Schedule], selecti
 
 
 def read_search_metrics(paths: Iterable[str | Path], cells: Iterable[SearchCell]) -> pd.DataFrame:
-    """The search cells' metrics files as one table, each row labelled with its cell's dataset and schedule."""
+    """The search cells' metrics files as one table, each row labelled with its cell's dataset and schedule, and
+    whether its training diverged (oodpose.divergence)."""
     tables = [
-        pd.read_csv(path).assign(dataset=cell.dataset, schedule=cell.schedule)
+        pd.read_csv(path).assign(
+            dataset=cell.dataset, schedule=cell.schedule, diverged=cell_divergence(Path(path).parent)
+        )
         for path, cell in zip(paths, cells, strict=True)
     ]
     return pd.concat(tables, ignore_index=True)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import errno
 import functools
 import json
 import logging
@@ -39,11 +40,11 @@ from oodpose.data.cache import Cache
 from oodpose.data.dataset import PoseDataset
 from oodpose.device import Runtime, cxx_compiler, runtime
 from oodpose.download import sha256_of
-from oodpose.errors import InputError
+from oodpose.errors import InputError, NoSpaceError
 from oodpose.models import PoseNet, build_model, weights_file
 from oodpose.schedule import learning_rate
 from oodpose.settings import TrainConfig, result_settings
-from oodpose.study import PRETRAINED, TRAIN
+from oodpose.study import PRETRAINED, TRAIN, TRAIN_LOG
 from oodpose.targets import make_targets, pose_loss
 
 log = logging.getLogger(__name__)
@@ -91,8 +92,29 @@ def set_rng_state(state: dict) -> None:
 
 
 def save_atomic(obj, path: Path) -> None:
-    with atomic_file(path) as tmp:
-        torch.save(obj, tmp)
+    """torch.save through a temporary; a full disk is said as such (torch reports it as 'unexpected pos')."""
+    try:
+        with atomic_file(path) as tmp:
+            torch.save(obj, tmp)
+    except (RuntimeError, OSError) as err:
+        needed, free = tensor_bytes(obj), shutil.disk_usage(path.parent).free
+        if free >= needed and getattr(err, "errno", None) != errno.ENOSPC:
+            raise
+        raise NoSpaceError(
+            f"no space left on {path.parent}: {path.name} needs about {needed:,} bytes and {free:,} are free; "
+            "free some space, then rerun the job to resume from its last snapshot"
+        ) from None
+
+
+def tensor_bytes(obj) -> int:
+    """The bytes of every tensor in `obj` (nested dicts, lists and tuples): about what torch.save writes."""
+    if isinstance(obj, torch.Tensor):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, dict):
+        return sum(tensor_bytes(v) for v in obj.values())
+    if isinstance(obj, list | tuple):
+        return sum(tensor_bytes(v) for v in obj)
+    return 0
 
 
 def latest_snapshot(folder: Path) -> dict | None:
@@ -369,7 +391,7 @@ def train(config: TrainConfig) -> Path:
     identity = {"backbone": cfg.backbone, "init": cfg.init, "split": cfg.split, "fraction": cfg.fraction}
     defines = {"settings": result_settings(cfg), "cache": cache.fingerprint}
     start = resume(run, snapshots, identity, defines)
-    log_path = out / "train_log.csv"
+    log_path = out / TRAIN_LOG
     rewind_log(log_path, start)
     step = step_function(run, cfg)
     settings = write_settings(cfg, run, cache, out / "settings.json", graphed=isinstance(step, GraphedStep))
