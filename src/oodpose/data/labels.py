@@ -24,6 +24,7 @@ from oodpose.errors import InputError
 
 log = logging.getLogger(__name__)
 COORDS = {"x", "y", "likelihood"}
+PANDAS_TABLE_VERSION = "0.15.2"  # what pandas 1.x-2.x write on a table-format HDF file and read back
 HOW_TO_GET_DATA = (
     "Generate the synthetic Horse-30 with `python -m oodpose synthesize <folder>`, "
     "or download Horse-10 (the Hugging Face dataset mwmathis/Horse-30) with the workflow's download_horse10 rule "
@@ -262,4 +263,8 @@ def write_label_file(labels: Labels, path: Path) -> None:
         index=labels.frames["frame"].to_list(),
         columns=columns,
     )
-    df.to_hdf(path, key="df_with_missing", mode="w", format="table")
+    with pd.HDFStore(path, mode="w") as store:
+        store.put("df_with_missing", df, format="table")
+        # pandas 3 no longer stamps a table with the format version; pandas 2 (DeepLabCut's) then takes it
+        # for a pre-0.10.1 file and fails on it ('NoneType' object has no attribute 'startswith').
+        store.get_storer("df_with_missing").attrs.pandas_version = PANDAS_TABLE_VERSION
