@@ -45,7 +45,9 @@ def pandas_2(tmp_path_factory):
     subprocess.run([sys.executable, "-m", "venv", str(env)], check=True)
     python = env / "bin" / "python"
     pip = subprocess.run(
-        [python, "-m", "pip", "install", "--quiet", "pandas>=2,<3", "tables"], capture_output=True, text=True
+        [python, "-m", "pip", "install", "--quiet", "--timeout", "10", "--retries", "1", "pandas>=2,<3", "tables"],
+        capture_output=True,
+        text=True,
     )
     if pip.returncode:
         pytest.skip(f"pandas < 3 could not be installed: {pip.stderr.strip().splitlines()[-1:]}")
