@@ -44,11 +44,11 @@ def read_cell_metrics(paths: Iterable[str | Path], dataset: str) -> pd.DataFrame
 
 def without_diverged(metrics: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The metrics of the cells that did not diverge, and the diverged cells (CELL and the sentence why)."""
-    diverged = metrics["diverged"].fillna("") != "" if "diverged" in metrics else pd.Series(False, metrics.index)
+    diverged = metrics["diverged"] != ""
     cells = metrics[diverged].drop_duplicates(list(CELL))[[*CELL, "diverged"]].reset_index(drop=True)
     if diverged.all():
         raise InputError(f"every cell diverged, so there is nothing to summarise: {cells['diverged'].iloc[0]}")
-    return metrics[~diverged].drop(columns="diverged", errors="ignore"), cells
+    return metrics[~diverged].drop(columns="diverged"), cells
 
 
 SCHEDULE_COLUMNS = ["backbone", "init", "ilr", "final_lr", "cycles", "schedule_source"]

@@ -54,7 +54,7 @@ def grid_scores(scores: pd.DataFrame) -> pd.DataFrame:
         rows.append(
             dict(zip(KEYS, key), schedule=schedule, ilr=plan.ilr, final_lr=plan.final_lr, cycles=plan.cycles)
             | {"score": mean, "score_ci_low": low, "score_ci_high": high, "n_splits": len(group)}
-            | {"diverged_splits": int((group["diverged"].fillna("") != "").sum())}
+            | {"diverged_splits": int((group["diverged"] != "").sum())}
         )
     table = pd.DataFrame(rows)
     ranked = table["score"].where(table["diverged_splits"] == 0, np.inf)  # a schedule that diverged comes last
