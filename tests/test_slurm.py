@@ -29,7 +29,7 @@ def cluster():
 
 
 def slurm_jobs() -> list[dict[str, str]]:
-    """Every job the controller still knows (finished ones stay MinJobAge=300 s), as key=value dicts."""
+    """Every job the controller still knows (finished ones for MinJobAge=3600 s: the whole test), as key=value dicts."""
     out = subprocess.run(["scontrol", "show", "job", "-o"], capture_output=True, text=True).stdout
     return [dict(f.split("=", 1) for f in line.split() if "=" in f) for line in out.splitlines() if "JobId=" in line]
 
