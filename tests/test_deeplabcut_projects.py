@@ -94,7 +94,12 @@ def test_a_study_on_a_single_animal_project(shared_data, tmp_path):
         "fractions": [50],
         "inits": ["imagenet"],
     }
-    config["training"] |= {"iterations": {"imagenet": 2, "scratch": 2}, "curve_iterations": {"imagenet": []}}
+    config["training"] |= {
+        "iterations": {"imagenet": 2, "scratch": 2},
+        "curve_iterations": {"imagenet": []},
+        "threads": 2,
+    }
+    config["evaluation"] = {"test_scale": 0.5}  # its 640x480 frames at a quarter of the pixels: the test's cost
     (tmp_path / "config" / "openfield.yaml").write_text(yaml.safe_dump(config))
     snakemake(tmp_path, "--cores", "2", "--configfile", "config/openfield.yaml")
     cell = tmp_path / "results" / "openfield" / "efficientnet_lite0" / "imagenet" / "split1_frac50"
