@@ -1,27 +1,74 @@
-"""The HDF files oodpose writes in DeepLabCut's layout read under DeepLabCut's pandas (2.x) as under 3.x."""
+"""The files DeepLabCut itself reads: the synthetic Horse-30 is a DeepLabCut project, and the HDF files oodpose
+writes in DeepLabCut's layout read under DeepLabCut's pandas (2.x) as under 3.x."""
 
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pandas as pd
 import pytest
-import tables
+import yaml
 from test_reliability import cell
 
-from oodpose.data.labels import PANDAS_TABLE_VERSION
+from oodpose.data.cache import prepare_cache
+from oodpose.data.labels import read_label_file, read_labels, write_label_file
+from oodpose.data.synthetic import BODYPARTS
 from oodpose.evaluate import evaluate
+from oodpose.settings import DatasetSettings
 from oodpose.train import train
 
 
-def test_label_files_carry_the_version_stamp_pandas_2_reads_them_by(synthetic_dataset):
-    """Before: pandas 3 left the stamp out, and pandas 2.3.3 failed on the synthetic labels."""
-    with tables.open_file(synthetic_dataset / "CollectedData_synthetic.h5") as h5:
-        assert h5.root.df_with_missing._v_attrs.pandas_version == PANDAS_TABLE_VERSION
-    assert pd.read_hdf(synthetic_dataset / "CollectedData_synthetic.h5").shape[1] == 44
+def first_label_file(dataset):
+    return sorted((dataset / "labeled-data").glob("*/CollectedData_synthetic.h5"))[0]
+
+
+def test_label_files_are_in_the_fixed_format_deeplabcut_writes(synthetic_dataset):
+    """Before: a table-format file, which pandas 3 writes without the version stamp pandas 2.3.3 needs to read it."""
+    with pd.HDFStore(first_label_file(synthetic_dataset), mode="r") as store:
+        assert store.keys() == ["/df_with_missing"] and not store.get_storer("df_with_missing").is_table
+    assert pd.read_hdf(first_label_file(synthetic_dataset)).shape[1] == 44
+
+
+def test_the_synthetic_dataset_is_a_single_animal_deeplabcut_project(synthetic_dataset):
+    config = yaml.safe_load((synthetic_dataset / "config.yaml").read_text())
+    assert config["scorer"] == "synthetic" and config["engine"] == "pytorch" and not config["multianimalproject"]
+    assert config["bodyparts"] == list(BODYPARTS) and config["project_path"] == str(synthetic_dataset.resolve())
+    assert all(bone[0] in BODYPARTS and bone[1] in BODYPARTS for bone in config["skeleton"])
+    folders = sorted(p.name for p in (synthetic_dataset / "labeled-data").iterdir())
+    videos = {Path(video).stem: crop["crop"] for video, crop in config["video_sets"].items()}
+    assert sorted(videos) == folders and set(videos.values()) == {"0, 288, 0, 162"}
+    assert not list(synthetic_dataset.glob("CollectedData_*"))  # no merged file beside the project's own
+    for folder in folders:
+        h5 = synthetic_dataset / "labeled-data" / folder / "CollectedData_synthetic.h5"
+        rows = pd.read_hdf(h5).index
+        assert rows.nlevels == 3 and set(rows.get_level_values(1)) == {folder}  # as DeepLabCut >= 2.3 writes them
+        csv = read_label_file(h5.with_suffix(".csv"))
+        pd.testing.assert_frame_equal(csv, read_label_file(h5), check_names=False)
+
+
+def test_the_project_reads_in_its_video_order_into_the_cache_a_merged_file_made(synthetic_dataset, tmp_path):
+    """The cache of the project equals, fingerprint and all, the cache of the same labels in one merged file
+    (the layout before), so existing caches stay valid; folders merge in config.yaml's video order."""
+    config = yaml.safe_load((synthetic_dataset / "config.yaml").read_text())
+    labels = read_labels(synthetic_dataset)
+    order = [Path(video).stem for video in config["video_sets"]]
+    assert list(dict.fromkeys(labels.frames["individual"])) == order != sorted(order)
+    merged = shutil.copytree(synthetic_dataset, tmp_path / "merged")
+    for path in [merged / "config.yaml", *merged.glob("labeled-data/*/CollectedData_*")]:
+        path.unlink()
+    write_label_file(labels, merged / "CollectedData_synthetic.h5")
+    settings = DatasetSettings(n_train_individuals=2)
+    project = prepare_cache(synthetic_dataset, tmp_path / "project-cache", settings)
+    before = prepare_cache(merged, tmp_path / "merged-cache", settings)
+    assert (
+        json.loads((project / "meta.json").read_text())["fingerprint"]
+        == json.loads((before / "meta.json").read_text())["fingerprint"]
+    )
 
 
 READ_UNDER_PANDAS_2 = textwrap.dedent(
@@ -60,7 +107,7 @@ def test_every_deeplabcut_file_of_a_run_reads_under_pandas_2(pandas_2, synthetic
     train(cell(synthetic_cache, folder))
     evaluate(folder, synthetic_cache, folder / "predictions.h5", folder / "metrics.csv", device="cpu")
     files = [
-        synthetic_dataset / "CollectedData_synthetic.h5",
+        first_label_file(synthetic_dataset),
         synthetic_dataset / "Horsescale.h5",
         folder / "predictions.h5",
     ]

@@ -198,7 +198,7 @@ def test_prepare_never_replaces_a_folder_it_did_not_make(synthetic_dataset, tmp_
         prepare_cache(synthetic_dataset, synthetic_dataset)
     with pytest.raises(InputError, match="would replace the dataset"):
         prepare_cache(synthetic_dataset, synthetic_dataset.parent)
-    assert (synthetic_dataset / "CollectedData_synthetic.h5").exists()
+    assert (synthetic_dataset / "config.yaml").exists() and (synthetic_dataset / "labeled-data").is_dir()
 
 
 def test_a_command_replaces_only_what_it_made(tmp_path):

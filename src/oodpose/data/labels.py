@@ -17,14 +17,13 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import yaml
 from PIL import Image
 
+from oodpose.data.project import CONFIG, read_project_config, video_folders
 from oodpose.errors import InputError
 
 log = logging.getLogger(__name__)
 COORDS = {"x", "y", "likelihood"}
-PANDAS_TABLE_VERSION = "0.15.2"  # what pandas 1.x-2.x write on a table-format HDF file and read back
 HOW_TO_GET_DATA = (
     "Generate the synthetic Horse-30 with `python -m oodpose synthesize <folder>`, "
     "or download Horse-10 (the Hugging Face dataset mwmathis/Horse-30) with the workflow's download_horse10 rule "
@@ -50,7 +49,10 @@ def find_label_files(root: Path) -> list[Path]:
     if merged:
         return check_not_stale(merged[-1:])
     files = []
-    for folder in sorted(p for p in (root / "labeled-data").glob("*") if p.is_dir()):
+    order = video_folders(root)  # DeepLabCut merges the folders in its config's video order; the rest by name
+    folders = sorted((p for p in (root / "labeled-data").glob("*") if p.is_dir()), key=lambda p: p.name)
+    folders.sort(key=lambda p: order.index(p.name) if p.name in order else len(order))
+    for folder in folders:
         h5 = sorted(folder.glob("CollectedData_*.h5"))
         files += h5 or sorted(folder.glob("CollectedData_*.csv"))
     if not files:
@@ -176,17 +178,14 @@ def read_individuals(path: str | Path, folders: set[str]) -> dict[str, str]:
 
 def check_project_bodyparts(root: Path, bodyparts: tuple[str, ...]) -> None:
     """A DeepLabCut project's config.yaml and its label files must list the same bodyparts."""
-    path = root / "config.yaml"
-    if not path.exists():
-        return
-    listed = yaml.safe_load(path.read_text()).get("bodyparts")
+    listed = (read_project_config(root) or {}).get("bodyparts")
     if not isinstance(listed, list):  # multi-animal projects say "MULTI!"; no list to compare
         return
     if list(listed) != list(bodyparts):
         only_config = [b for b in listed if b not in bodyparts]
         only_labels = [b for b in bodyparts if b not in listed]
         raise InputError(
-            f"{path}: bodyparts disagree with the CollectedData files: only in config.yaml {only_config}, "
+            f"{root / CONFIG}: bodyparts disagree with the CollectedData files: only in config.yaml {only_config}, "
             f"only in the labels {only_labels}" + ("" if only_config or only_labels else " (same names, other order)")
         )
 
@@ -253,18 +252,37 @@ def drop_labels_outside(root: Path, labels: Labels) -> None:
         keypoints[outside] = np.nan
 
 
-def write_label_file(labels: Labels, path: Path) -> None:
-    """Write `labels` as a DeepLabCut ``CollectedData`` HDF file (flat string row index)."""
+def label_table(labels: Labels, tuple_rows: bool = False) -> pd.DataFrame:
+    """`labels` as DeepLabCut's CollectedData table: (scorer, bodyparts, coords) columns, rows by the frame path,
+    as one string or (`tuple_rows`, as DeepLabCut >= 2.3 writes them) as ('labeled-data', folder, image)."""
     columns = pd.MultiIndex.from_product(
         [[labels.scorer], labels.bodyparts, ["x", "y"]], names=["scorer", "bodyparts", "coords"]
     )
-    df = pd.DataFrame(
-        labels.keypoints.reshape(len(labels.frames), -1).astype(np.float64),
-        index=labels.frames["frame"].to_list(),
-        columns=columns,
-    )
-    with pd.HDFStore(path, mode="w") as store:
-        store.put("df_with_missing", df, format="table")
-        # pandas 3 no longer stamps a table with the format version; pandas 2 (DeepLabCut's) then takes it
-        # for a pre-0.10.1 file and fails on it ('NoneType' object has no attribute 'startswith').
-        store.get_storer("df_with_missing").attrs.pandas_version = PANDAS_TABLE_VERSION
+    paths = labels.frames["frame"].to_list()
+    index = pd.MultiIndex.from_tuples([tuple(p.split("/")) for p in paths]) if tuple_rows else paths
+    return pd.DataFrame(labels.keypoints.reshape(len(paths), -1).astype(np.float64), index=index, columns=columns)
+
+
+def write_label_file(labels: Labels, path: Path, tuple_rows: bool = False) -> None:
+    """Write `labels` as a DeepLabCut ``CollectedData`` HDF file, in pandas' fixed format as DeepLabCut writes them.
+
+    Not the table format: pandas 3 no longer stamps a table with its format version, and pandas 2
+    (DeepLabCut's) then takes it for a pre-0.10.1 file and fails ('NoneType' object has no attribute
+    'startswith').
+    """
+    label_table(labels, tuple_rows).to_hdf(path, key="df_with_missing", mode="w")
+
+
+def write_project_labels(labels: Labels, root: Path) -> list[str]:
+    """One ``CollectedData_<scorer>.h5`` and ``.csv`` per ``labeled-data`` folder, as DeepLabCut writes them;
+    returns the folders in the order of `labels`. The csv goes first, so that it is never newer than its h5."""
+    folders = labels.frames["frame"].str.split("/").str[1].to_numpy()
+    for folder in dict.fromkeys(folders):
+        mine = folders == folder
+        part = Labels(
+            labels.frames[mine].reset_index(drop=True), labels.keypoints[mine], labels.bodyparts, labels.scorer
+        )
+        base = root / "labeled-data" / folder / f"CollectedData_{labels.scorer}"
+        label_table(part, tuple_rows=True).to_csv(base.with_suffix(".csv"))
+        write_label_file(part, base.with_suffix(".h5"), tuple_rows=True)
+    return list(dict.fromkeys(folders))

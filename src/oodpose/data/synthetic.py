@@ -1,8 +1,9 @@
 """Synthetic Horse-30: procedurally drawn walking horses, written in Horse-10's own on-disk layout.
 
-The same reader serves synthetic and real data: the generator writes ``labeled-data/<horse>/NNNN.png``,
-a merged ``CollectedData_synthetic.h5``, one ``TrainTestInfo_shuffle{k}.csv`` per split (`n_splits`),
-``Horsescale.h5`` and a ``contact_sheet.png`` with one frame per horse (like the paper's Figure 2).
+The same reader serves synthetic and real data. The generator writes a single-animal DeepLabCut project,
+``config.yaml`` and ``labeled-data/<horse>/NNNN.png`` with ``CollectedData_synthetic.h5`` and ``.csv`` in
+each folder, then Horse-10's extras: one ``TrainTestInfo_shuffle{k}.csv`` per split (`n_splits`) and
+``Horsescale.h5``; and a ``contact_sheet.png`` with one frame per horse (like the paper's Figure 2).
 
 Each horse is a filled body, neck and head with four jointed legs whose joints sit at the 22
 Horse-10 keypoints, walking in a lateral-sequence gait while the camera pans. Horses differ as
@@ -30,7 +31,8 @@ import pandas as pd
 from PIL import Image, ImageDraw
 
 from oodpose.atomic import atomic_dir
-from oodpose.data.labels import Labels, write_label_file
+from oodpose.data.labels import Labels, write_project_labels
+from oodpose.data.project import write_project_config
 from oodpose.data.splits import make_splits, splits_to_official
 from oodpose.settings import SyntheticSettings
 
@@ -65,6 +67,7 @@ COATS = {  # body colour, mane/tail colour, lower-leg colour (None = body colour
     "Black": ((34, 29, 28), (18, 15, 15), None),
     "Brown": ((88, 52, 30), (28, 20, 16), (40, 28, 20)),
 }
+TASK, DATE = "Horse30", "Jan1"  # DeepLabCut's project name and date, fixed: the data depend on the settings alone
 NOSE_EYE = 0.29  # nose-to-eye distance in body lengths; sets the pixel size of a horse
 # The horse at rest, in body lengths: x forward, y up from the ground.
 REST = {
@@ -85,6 +88,12 @@ LEGS = {  # name: (root keypoint, x of the hoof at rest, gait phase offset, fron
     "Nearhind": ("Stifle", -0.41, 0.0, False),
     "Offhind": ("Stifle", -0.38, 0.5, False),
 }
+
+
+def skeleton() -> list[list[str]]:
+    """The bones DeepLabCut draws between labels: each leg from its upper joint down to the foot."""
+    chains = [[LEGS[leg][0], middle_joint(leg), f"{leg}fetlock", f"{leg}foot"] for leg in LEGS]
+    return [["Nose", "Eye"]] + [[a, b] for chain in chains for a, b in zip(chain, chain[1:])]
 
 
 def middle_joint(leg: str) -> str:
@@ -429,7 +438,8 @@ def generate(out: str | Path, settings: SyntheticSettings | None = None, workers
             columns=["frame", "individual", "width", "height"],
         )
         labels = Labels(frames, np.concatenate([r[1] for r in results]), BODYPARTS, "synthetic")
-        write_label_file(labels, tmp / "CollectedData_synthetic.h5")
+        folders = write_project_labels(labels, tmp)
+        write_project_config(tmp, out.resolve(), TASK, labels.scorer, DATE, list(BODYPARTS), folders, size, skeleton())
         scale = frames["individual"].map({name: s for name, _, s in results})
         pd.DataFrame({"scale": scale.to_numpy()}, index=frames["frame"].to_list()).to_hdf(
             tmp / "Horsescale.h5", key="df_with_missing", mode="w"
