@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import itertools
+import multiprocessing
 import os
 import platform
 import shutil
 import subprocess
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import torch
@@ -108,28 +111,39 @@ def bare_step(
     compile: bool = False,
     amp: bool = True,
     cuda_graphs: bool = False,
+    loop_canvases: int = 0,
 ):
     """One bare training step as a function: the training loop's own step (forward, targets, loss, backward,
-    Adam; replayed from a CUDA graph with `cuda_graphs`) on one batch of 8 already on `device`, without data
-    loading, logging or snapshots."""
+    Adam; replayed from a CUDA graph with `cuda_graphs`) on batches of 8 already on `device`, without data
+    loading, logging or snapshots.
+
+    By default every call steps on one batch of the fixed `none` canvas. With `loop_canvases` = n, call k
+    steps on the loop's own batch k mod n (split 1, 50 %, the default preset and seed), so that the step
+    meets the same sequence of canvas sizes as the real loop: a like-for-like comparison with it.
+    """
     from oodpose.data.cache import Cache
     from oodpose.data.dataset import PoseDataset
     from oodpose.settings import TrainConfig
-    from oodpose.train import build_run, set_learning_rate, step_function
+    from oodpose.train import batches, build_run, set_learning_rate, step_function, training_rows
 
-    options = dict(device=device, threads=threads, compile=compile, amp=amp, cuda_graphs=cuda_graphs)
-    cfg = TrainConfig(str(cache_path), "", backbone, init, **options).resolved()
+    options = dict(device=device, threads=threads, compile=compile, amp=amp, cuda_graphs=cuda_graphs, workers=0)
+    cfg = TrainConfig(str(cache_path), "", backbone, init, iterations=max(1, loop_canvases), **options).resolved()
     cache = Cache(cache_path)
     run = build_run(cfg, len(cache.bodyparts))
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     run.model.to(memory_format=fmt).train()
-    dataset = PoseDataset(cache, cache.frames(1, 50, "train"), "none")  # the canvas every batch of 'none' has
-    images, keypoints, scales, _ = next(iter(torch.utils.data.DataLoader(dataset, batch_size=8)))
-    images = images.to(run.rt.device).contiguous(memory_format=fmt)
-    batch = (images, keypoints.to(run.rt.device), scales.to(run.rt.device))
+    if loop_canvases:
+        loader = batches(cache, training_rows(cache, cfg), cfg, run.rt, 0)
+    else:  # the canvas every batch of 'none' has
+        loader = [next(iter(torch.utils.data.DataLoader(PoseDataset(cache, training_rows(cache, cfg)), batch_size=8)))]
+    on_device = [
+        (images.to(run.rt.device).contiguous(memory_format=fmt), keypoints.to(run.rt.device), scales.to(run.rt.device))
+        for images, keypoints, scales, _ in loader
+    ]
     set_learning_rate(run, cfg.ilr)
     step = step_function(run, cfg)
-    return lambda: step(*batch)
+    source = itertools.cycle(on_device)
+    return lambda: step(*next(source))
 
 
 def step_seconds(step, iterations: int) -> list[float]:
@@ -145,3 +159,28 @@ def step_seconds(step, iterations: int) -> list[float]:
 def bare_step_seconds(cache_path: Path, backbone: str, init: str, iterations: int, threads: int, **options):
     """Seconds of each bare CPU training step (`bare_step`)."""
     return step_seconds(bare_step(cache_path, backbone, init, "cpu", threads, **options), iterations)
+
+
+def loader_seconds(cache_path: Path, backbone: str, init: str, iterations: int, threads: int) -> list[float]:
+    """Seconds the training loop's loader takes for each of its first `iterations` batches, without any step."""
+    from oodpose.data.cache import Cache
+    from oodpose.device import runtime
+    from oodpose.settings import TrainConfig
+    from oodpose.train import batches, training_rows
+
+    cfg = TrainConfig(str(cache_path), "", backbone, init, iterations=iterations, threads=threads, workers=0)
+    cache = Cache(cache_path)
+    loader = iter(batches(cache, training_rows(cache, cfg), cfg, runtime("cpu", threads, 0), 0))
+    times = []
+    for _ in range(iterations):
+        start = time.perf_counter()
+        next(loader)
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def in_fresh_process(function, *args, **kwargs):
+    """`function(*args, **kwargs)` in a new Python process, whose caches (oneDNN's plan per input shape, the
+    allocator's blocks) start empty, as a training job's do; `function` must be importable."""
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(function, *args, **kwargs).result()
