@@ -4,6 +4,7 @@ writes in DeepLabCut's layout read under DeepLabCut's pandas (2.x) as under 3.x.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -14,6 +15,7 @@ import pandas as pd
 import pytest
 import yaml
 from test_reliability import cell
+from test_workflow import REPO
 
 from oodpose.data.cache import prepare_cache
 from oodpose.data.labels import read_label_file, read_labels, write_label_file
@@ -101,16 +103,18 @@ def pandas_2(tmp_path_factory):
     return python
 
 
-@pytest.mark.slow
-def test_every_deeplabcut_file_of_a_run_reads_under_pandas_2(pandas_2, synthetic_dataset, synthetic_cache, tmp_path):
-    folder = tmp_path / "cell"
+@pytest.fixture(scope="module")
+def evaluated_cell(synthetic_cache, tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("cell")
     train(cell(synthetic_cache, folder))
     evaluate(folder, synthetic_cache, folder / "predictions.h5", folder / "metrics.csv", device="cpu")
-    files = [
-        first_label_file(synthetic_dataset),
-        synthetic_dataset / "Horsescale.h5",
-        folder / "predictions.h5",
-    ]
+    return folder
+
+
+@pytest.mark.slow
+def test_every_deeplabcut_file_of_a_run_reads_under_pandas_2(pandas_2, synthetic_dataset, evaluated_cell):
+    labels = sorted((synthetic_dataset / "labeled-data").glob("*/CollectedData_synthetic.h5"))
+    files = [*labels, synthetic_dataset / "Horsescale.h5", evaluated_cell / "predictions.h5"]
     read = subprocess.run([pandas_2, "-c", READ_UNDER_PANDAS_2, *map(str, files)], capture_output=True, text=True)
     assert read.returncode == 0, read.stderr
     seen = json.loads(read.stdout)
@@ -118,3 +122,44 @@ def test_every_deeplabcut_file_of_a_run_reads_under_pandas_2(pandas_2, synthetic
         frame = pd.read_hdf(path)
         assert seen[str(path)]["shape"] == list(frame.shape)
         assert seen[str(path)]["sum"] == pytest.approx(float(frame.sum(numeric_only=True).sum()))
+
+
+def page_blocks(page: Path) -> list[tuple[str, str]]:
+    """A docs page's Python blocks, each with the environment its first line names."""
+    blocks = page.read_text().split("```python\n")[1:]
+    return [(code.split("\n", 1)[0].removeprefix("# "), code.split("```")[0]) for code in blocks]
+
+
+@pytest.mark.slow
+def test_the_deeplabcut_page_runs(pandas_2, synthetic_dataset, synthetic_cache, evaluated_cell, tmp_path):
+    """docs/deeplabcut.md's recipes, each in its environment: DeepLabCut's own where OODPOSE_DEEPLABCUT_PYTHON
+    names a Python with deeplabcut, else the pandas-2 one for the recipes that need only pandas."""
+    dataset = tmp_path / "results" / "synthetic" / "dataset"
+    shutil.copytree(synthetic_dataset, dataset)
+    (tmp_path / "results" / "synthetic" / "cache").symlink_to(synthetic_cache)
+    predictions = tmp_path / "results" / "synthetic" / "efficientnet_lite0" / "imagenet" / "split1_frac50"
+    predictions.mkdir(parents=True)
+    shutil.copy(evaluated_cell / "predictions.h5", predictions)
+    deeplabcut = os.environ.get("OODPOSE_DEEPLABCUT_PYTHON")
+    blocks = page_blocks(REPO / "docs" / "deeplabcut.md")
+    assert [env for env, _ in blocks] == ["oodpose's environment"] + ["DeepLabCut's environment"] * 2
+    for env, code in blocks:
+        python = sys.executable if env.startswith("oodpose") else deeplabcut or pandas_2
+        if python == pandas_2 and "import deeplabcut" in code:
+            continue
+        ran = subprocess.run([python, "-c", code], cwd=tmp_path, capture_output=True, text=True)
+        assert ran.returncode == 0, f"{env}:\n{code}\n{ran.stderr[-3000:]}"
+
+    split = json.loads((tmp_path / "split1_frac50.json").read_text())
+    frames = pd.read_parquet(synthetic_cache / "index.parquet")["frame"]
+    assert split["train"] and set(split["train"]) < set(frames) and not set(split["train"]) & set(split["test_ood"])
+    machine = sorted(dataset.glob("labeled-data/*/machinelabels-iter0.h5"))
+    assert len(machine) == len(list(dataset.glob("labeled-data/*")))
+    rows = pd.concat(pd.read_hdf(path) for path in machine)
+    assert rows.index.nlevels == 3 and len(rows) == len(pd.read_hdf(predictions / "predictions.h5"))
+    if deeplabcut:
+        (made,) = dataset.glob("training-datasets/*/*/Documentation_data-Horse30_*shuffle1.pickle")
+        read = "import pickle, sys; "
+        read += "_, train, test, _ = pickle.load(open(sys.argv[1], 'rb')); print(len(train), len(test))"
+        counts = subprocess.run([deeplabcut, "-c", read, made], capture_output=True, text=True, check=True).stdout
+        assert counts.split() == [str(len(split["train"])), str(len(split["test_within"]) + len(split["test_ood"]))]
