@@ -1,11 +1,15 @@
 from snakemake.utils import min_version
 
+from oodpose.settings import read_config_file
+
 min_version("9.0")
 
 
 # The paper's study, unless the command line names a config: then that config alone, with the schema's
 # defaults (no key of config/config.yaml leaks into a laptop study).
 if not workflow.overwrite_configfiles:
+    # a YAML mistake named by line and column, before Snakemake's own parse says only that one exists
+    read_config_file("config/config.yaml")
 
     configfile: "config/config.yaml"
 

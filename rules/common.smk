@@ -9,6 +9,7 @@ import yaml
 from snakemake.logging import logger
 from snakemake.utils import validate
 
+from oodpose.atomic import check_writable
 from oodpose.backbones import GENERIC_FAMILY, backbone_metadata, load_backbones
 from oodpose.data.cache import dataset_files
 from oodpose.data.horse10 import BENCHMARK_FILES
@@ -458,3 +459,30 @@ def study_schedule_records(wildcards):
         ].to_dict()
         for r in records
     ]
+
+
+def run_folders():
+    """The folders a run of this study writes into: every cell's (its snapshots and logs too, the search's
+    cells' where it has any), each dataset's cache and summaries, and Snakemake's own records.
+    """
+    cells = [cell for dataset in STUDY["datasets"] for cell in study_cells(dataset)]
+    if SEARCH["backbones"]:
+        cells += [
+            cell
+            for dataset in STUDY["datasets"]
+            for cell in search_cells(dataset, SEARCH["select_on"])
+        ]
+    folders = [".snakemake", "results/logs", "results/benchmarks"]
+    for dataset in STUDY["datasets"]:
+        folders += [
+            f"results/{dataset}/{name}"
+            for name in ("cache", "summary", "partial_summary")
+        ]
+    for cell in cells:
+        logs = cell.folder.replace("results/", "results/logs/", 1)
+        folders += [cell.folder, f"{cell.folder}/snapshots", logs]
+    return folders
+
+
+if workflow.is_main_process and not workflow.dryrun:
+    check_writable(run_folders())

@@ -270,3 +270,27 @@ def test_every_shipped_row_names_a_model_timm_has():
 
     for backbone in load_backbones().values():
         check_known_to_timm(backbone)
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("study:\n  splits: [1, 2\n  fractions: [50]\n", "line 3, column 12: not valid YAML (expected ',' or ']'"),
+        ("study:\n\tsplits: [1]\n", "line 2, column 1: not valid YAML (found character '\\t'"),
+        ("- study\n", "a config is `key: value` settings at its top level, not a list"),
+        ("datasets: {}\n", ": config key (top level): 'study' is a required property"),
+    ],
+)
+def test_check_config_names_the_line_or_key_at_fault(tmp_path, capsys, text, message):
+    """Snakemake says only 'Config file is not valid JSON or YAML' for a file named by --configfile."""
+    (tmp_path / "mine.yaml").write_text(text)
+    with pytest.raises(SystemExit):
+        cli.main(["check-config", str(tmp_path / "mine.yaml")])
+    err = capsys.readouterr().err
+    assert f"oodpose check-config: error: {tmp_path / 'mine.yaml'}" in err and message in err
+
+
+def test_check_config_accepts_the_shipped_configs(capsys):
+    configs = sorted((REPO / "config").glob("*.yaml"))
+    cli.main(["check-config", *(str(p) for p in configs if p.name != "schema.yaml")])
+    assert capsys.readouterr().out.count("a valid study config") == len(configs) - 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -141,6 +142,16 @@ def test_schema_rejects_bad_config(workdir):
     assert (
         result.returncode != 0 and "study dataset 'horse99' is not under `datasets:`" in result.stdout + result.stderr
     )
+
+
+def test_a_yaml_mistake_in_the_default_config_is_named_by_line_and_column(workdir):
+    """Before: Snakemake's 'Config file is not valid JSON or YAML', naming neither the file nor the line."""
+    config = workdir / "config" / "config.yaml"
+    config.write_text(config.read_text().replace("splits: [1, 2, 3]", "splits: [1, 2, 3", 1))
+    result = snakemake(workdir, "-n", check=False)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "config/config.yaml, line 14, column 12: not valid YAML" in output and "flow sequence at line 13" in output
 
 
 def test_a_study_that_grows_keeps_its_prepared_cache(workdir):
@@ -373,6 +384,49 @@ def test_a_scripts_bad_input_is_one_line_on_the_console_and_info_reaches_the_log
     assert result.returncode != 0
     assert f"error: {labels}: DeepLabCut's three header rows" in result.stderr
     assert "(log: results/logs/mine/prepare.log)" in result.stderr
+
+
+def as_another_user(workdir: Path) -> list[str]:
+    """The command prefix that runs a process as a user who owns nothing here (root writes anywhere), with
+    `workdir` opened to that user; skipped where that user cannot run the project's Python."""
+    if os.geteuid() != 0:
+        return []
+    for path in [workdir, *workdir.rglob("*")]:
+        path.chmod(0o777 if path.is_dir() else 0o666)
+    prefix = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+    if shutil.which("setpriv") is None or subprocess.run([*prefix, sys.executable, "-c", "import oodpose"]).returncode:
+        pytest.skip("no unprivileged user can run this Python here")
+    return prefix
+
+
+@pytest.fixture
+def open_workdir():
+    """A workdir outside pytest's private temporary folder, which no other user may enter."""
+    import tempfile
+
+    workdir = Path(tempfile.mkdtemp())
+    shutil.copytree(REPO / "config", workdir / "config")
+    yield workdir
+    for path in [workdir, *workdir.rglob("*")]:
+        path.chmod(0o777 if path.is_dir() else 0o666)
+    shutil.rmtree(workdir)
+
+
+def test_a_read_only_cell_folder_is_named_before_any_job(open_workdir):
+    """Before: Snakemake's PermissionError traceback once it prepared the cell's job."""
+    cell = open_workdir / CELL
+    cell.mkdir(parents=True)
+    (cell / "metrics.csv").write_text("made under other settings\n")
+    command = [
+        *as_another_user(open_workdir),
+        *snakemake_argv(open_workdir, "--cores", "1", "--configfile", "config/test.yaml"),
+    ]
+    cell.chmod(0o555)
+    env = os.environ | {"HOME": str(open_workdir)}
+    result = subprocess.run(command, capture_output=True, text=True, cwd=open_workdir, env=env)
+    assert result.returncode != 0
+    assert f"{CELL} is not writable by this user, and this run writes there" in result.stdout + result.stderr
+    assert "rule synthesize" not in result.stdout + result.stderr  # before any job
 
 
 def test_editing_a_label_file_prepares_the_dataset_again(workdir):

@@ -13,6 +13,7 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 
 from oodpose.errors import InputError
@@ -53,6 +54,20 @@ def atomic_file(path: str | os.PathLike):
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def check_writable(folders: Iterable[str | os.PathLike]) -> None:
+    """Stop, before any job, on a folder a run writes into that this user cannot write: the folder itself or,
+    where it does not exist yet, the nearest folder above it (where it will be made). Snakemake would meet it
+    as a PermissionError traceback once it prepares the job."""
+    for folder in dict.fromkeys(map(Path, folders)):
+        existing = next(path for path in (folder, *folder.parents) if path.exists())
+        if not os.access(existing, os.W_OK | os.X_OK):
+            target = "" if existing == folder else f" (where {folder} goes)"
+            raise InputError(
+                f"{existing}{target} is not writable by this user, and this run writes there: make it writable "
+                f"(chmod -R u+w {existing}) or run the workflow in a folder of your own"
+            )
 
 
 def check_replaceable(path: Path, made_by: str) -> None:

@@ -1,4 +1,4 @@
-"""Command line: ``python -m oodpose {synthesize,prepare,train,fetch-weights,evaluate,aggregate,figures}``.
+"""Command line: ``python -m oodpose {synthesize,prepare,train,fetch-weights,evaluate,aggregate,figures,check-config}``.
 
 Options left out take the library's defaults (`oodpose.settings`), and every command builds its
 settings with the same functions the workflow's scripts use.
@@ -54,6 +54,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("summary", help="a folder `oodpose aggregate` wrote")
     s.add_argument("cells", nargs="+", metavar="cell", help="the evaluated cell folders (their predictions.h5)")
     s.add_argument("--cache", required=True, help="the cache the cells were evaluated on")
+    s = command("check-config", help="check study config files (YAML and schema), naming the line or key at fault")
+    s.add_argument("files", nargs="+", metavar="file")
     return p
 
 
@@ -171,6 +173,14 @@ def run(command: str, options: dict) -> None:
         aggregate_cells(options)
     elif command == "figures":
         draw_cell_figures(options)
+    elif command == "check-config":
+        for path in options["files"]:
+            config = settings.read_config_file(path)
+            try:
+                settings.check_config(config, SCHEMA)
+            except InputError as err:
+                raise InputError(f"{path}: {err}") from None
+            print(f"{path}: a valid study config")
 
 
 def aggregate_cells(options: dict) -> None:

@@ -11,6 +11,9 @@ from __future__ import annotations
 import dataclasses
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
 
 from oodpose import paper
 from oodpose.backbones import DEFAULT_TABLE, Backbone, get_backbone
@@ -193,6 +196,31 @@ def train_config(training: dict, **fields) -> TrainConfig:
     chosen |= {k: str(chosen[k]) for k in PATH_FIELDS if k in chosen}
     chosen |= {k: int(chosen[k]) for k in ("split", "fraction") if k in chosen}
     return TrainConfig(**chosen).resolved()
+
+
+def yaml_mistake(err: yaml.MarkedYAMLError) -> str:
+    """Where PyYAML stopped and why, and where the construct it was reading began (often the real slip)."""
+    at = lambda mark: f"line {mark.line + 1}, column {mark.column + 1}"  # noqa: E731
+    text = f"{at(err.problem_mark)}: not valid YAML ({err.problem})" if err.problem_mark else "not valid YAML"
+    if err.context_mark is not None and err.context:
+        text += f", {err.context} at {at(err.context_mark)}"
+    return text
+
+
+def read_config_file(path: str | Path) -> dict:
+    """A study config file as a dict, or one sentence naming its line and column: Snakemake, which parses
+    the files of `--configfile` before any of the workflow's code runs, says only that one is not YAML."""
+    try:
+        config = yaml.safe_load(Path(path).read_text())
+    except FileNotFoundError:
+        raise InputError(f"config file {path} does not exist") from None
+    except yaml.MarkedYAMLError as err:
+        raise InputError(f"{path}, {yaml_mistake(err)}; fix it there") from None
+    except yaml.YAMLError as err:
+        raise InputError(f"{path}: not valid YAML ({err}); fix it there") from None
+    if not isinstance(config, dict):
+        raise InputError(f"{path}: a config is `key: value` settings at its top level, not a {type(config).__name__}")
+    return config
 
 
 def check_config(config: dict, schema: dict) -> None:
