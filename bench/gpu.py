@@ -47,13 +47,14 @@ WINDOW_S = 4.0  # seconds every packed process steps in, all at once
 
 def device_seconds(step, iterations: int, warmup: int = 5) -> float:
     """Wall seconds per call of a CUDA `step`, over `iterations` calls after `warmup`, waiting only at the ends."""
+    wait = torch.cuda.synchronize if torch.cuda.is_available() else lambda: None  # the CPU dry run waits for nothing
     for _ in range(warmup):
         step()
-    torch.cuda.synchronize()
+    wait()
     start = time.perf_counter()
     for _ in range(iterations):
         step()
-    torch.cuda.synchronize()
+    wait()
     return (time.perf_counter() - start) / iterations
 
 
@@ -128,21 +129,15 @@ def packing(cache_path: Path, root: Path, backbone: str, n: int) -> dict:
     return result
 
 
-def loss_match(cache_path: Path, root: Path, iterations: int) -> dict:
-    """The real loop's losses, ResNet-50 from scratch: graphed vs eager, and eager vs eager (the noise)."""
+def loss_match(
+    cache_path: Path, root: Path, iterations: int, backbone: str = "resnet50", init: str = "scratch", device="cuda"
+) -> dict:
+    """The real loop's losses: graphed vs eager, and eager vs eager (the noise)."""
     losses = {}
     for name, graphs in (("eager", False), ("eager_again", False), ("graphed", True)):
         out = root / f"match-{name}"
-        train_seconds(
-            cache_path,
-            out,
-            "resnet50",
-            "scratch",
-            iterations,
-            snapshot_every=iterations,
-            device="cuda",
-            cuda_graphs=graphs,
-        )
+        options = dict(snapshot_every=iterations, device=device, cuda_graphs=graphs)
+        train_seconds(cache_path, out, backbone, init, iterations, **options)
         losses[name] = pd.read_csv(out / "train_log.csv")["loss"]
 
     def largest(a, b, first):

@@ -44,6 +44,44 @@ def test_gpu_benchmark_tiny_mode_prints_json(tmp_path):
     assert json.loads(result.stdout)["benchmark"] == "gpu"
 
 
+GPU_CHECK_CHILDREN = ["match-resnet50", "match-efficientnet_lite0", "loop-mobilenetv2_035", "workflow", "cell"]
+
+
+def gpu_check(out: Path, *args: str) -> dict:
+    command = [sys.executable, str(BENCH / "gpu_check.py"), str(out), *args]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout)
+    assert report["benchmark"] == "gpu_check" and json.loads((out / "report.json").read_text()) == report | {
+        "wall_s": pytest.approx(report["wall_s"], abs=1.0)
+    }
+    return report
+
+
+@pytest.mark.slow
+def test_the_gpu_check_dry_run_logs_every_child_and_reports_what_each_measured(tmp_path):
+    """The GPU check's path on the CPU: every child runs in its own process, logs to its own file, and reports."""
+    children = gpu_check(tmp_path, "--tiny")["children"]
+    assert list(children) == GPU_CHECK_CHILDREN
+    for name, record in children.items():
+        assert record["rc"] == 0, record.get("log_tail")
+        assert (tmp_path / "logs" / f"{name}.log").stat().st_size > 0
+    assert set(children["match-resnet50"]["result"]) >= {"graphed_vs_eager_max_rel", "eager_vs_eager_max_rel"}
+    assert {"workers0_eager", "workers2_graphed"} <= set(children["loop-mobilenetv2_035"]["result"])
+    assert children["workflow"]["result"]["dry_run"] and set(children["cell"]["result"]["pck"]) == {
+        "train",
+        "test_within",
+        "test_ood",
+    }
+
+
+def test_the_gpu_check_starts_no_child_past_its_budget(tmp_path):
+    """A cut budget leaves a report that names every child it did not start, rather than a run cut mid-child."""
+    children = gpu_check(tmp_path, "--tiny", "--budget-s", "0")["children"]
+    assert list(children) == GPU_CHECK_CHILDREN and all("budget" in c["skipped"] for c in children.values())
+    assert not list((tmp_path / "logs").iterdir())
+
+
 def test_demo_verdict_is_plain_json():
     """A run within its time target compared numpy PCKs and crashed on printing them (numpy bool)."""
     sys.path.insert(0, str(BENCH))

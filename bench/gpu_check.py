@@ -1,0 +1,192 @@
+"""The GPU check: one prepared command for a lent GPU, within about 6 minutes of its time.
+
+Parts, in this order (each measurement in a child process of its own, logged to OUT/logs/<name>.log):
+- match: the real loop's losses over 200 iterations, graphed vs eager, with eager vs eager as the noise
+  floor, for ResNet-50 from scratch and EfficientNet-Lite0 pretrained (frozen batch-norm statistics);
+- loop: the real loop's seconds per iteration for MobileNetV2-0.35, ResNet-50 and EfficientNet-B3 with the
+  `paper` augmentation, at loader workers 0, 2, 4 and 8, eager and graphed, against the bare graphed step
+  on the loop's own canvases: the loader ratio per setting;
+- workflow: `snakemake --cores 4 --configfile config/test.yaml` on CUDA from a clean results/ to
+  findings.md, with its rule logs under OUT/workflow/results/logs;
+- cell: one full-length pretrained cell (EfficientNet-Lite0, 30,000 iterations, split 1, 50 %, graphed) on
+  the synthetic Horse-30 at Horse-10's frame size: wall time, minutes per 1k iterations, within/OOD PCK.
+
+OUT/report.json is rewritten after every child (and each child rewrites its own results as it goes), so a
+run cut by a time limit still says what it measured; a child that fails or overruns is recorded with its
+log's tail, and the parts after it still run while the budget lasts. `--tiny` is the CPU dry run of the
+same path (a few iterations, workers 0 and 2, the workflow planned but not run).
+
+    python bench/gpu_check.py OUT [--tiny] [--only match loop workflow cell] [--budget-s 360]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import REPO, bare_step, machine, synthetic_cache, train_seconds, workflow_dir  # noqa: E402
+from gpu import device_seconds, loss_match  # noqa: E402
+
+from oodpose.atomic import atomic_file  # noqa: E402
+
+MATCH = [("resnet50", "scratch"), ("efficientnet_lite0", "imagenet")]
+LOOP = [("mobilenetv2_035", "scratch"), ("resnet50", "scratch"), ("efficientnet_b3", "imagenet")]
+PARTS = ("match", "loop", "workflow", "cell")
+
+
+def write_json(path: Path, value) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_file(path) as tmp:
+        Path(tmp).write_text(json.dumps(value, indent=2, default=str))
+
+
+def device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def match(out: Path, cache: str, backbone: str, init: str, iterations: int) -> None:
+    write_json(out, loss_match(Path(cache), out.parent / f"runs-{out.stem}", iterations, backbone, init, device()))
+
+
+def loop(out: Path, cache: str, backbone: str, init: str, iterations: int, workers: list[int]) -> None:
+    """Every (workers, graphs) setting of one backbone in this one process (cuDNN tunes once), saved as it goes."""
+    warmup = iterations // 5  # the first iterations capture graphs and tune cuDNN per canvas
+    bare = bare_step(Path(cache), backbone, init, device(), cuda_graphs=True, loop_canvases=iterations)
+    bare_s = device_seconds(bare, iterations, warmup=iterations)  # one cycle of the canvases first: all captured
+    result = {"bare_graphed_step_s": bare_s, "iterations": iterations}
+    for n in workers:
+        for graphs in (False, True):
+            setting = f"workers{n}_{'graphed' if graphs else 'eager'}"
+            options = dict(snapshot_every=iterations, device=device(), workers=n, cuda_graphs=graphs)
+            runs = out.parent / f"runs-{out.stem}" / setting
+            per_iteration = train_seconds(Path(cache), runs, backbone, init, iterations, **options)
+            seconds = statistics.median(per_iteration[warmup:])
+            result[setting] = {"loop_s": seconds, "ratio_to_bare_graphed": seconds / bare_s}
+            write_json(out, result)
+
+
+def workflow(out: Path, cores: int, dry: bool) -> None:
+    """The test study through Snakemake on this machine's device, from a clean results/."""
+    workdir = workflow_dir(out.parent / "workflow")
+    command = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir)]
+    command += ["--cores", str(cores), "--configfile", "config/test.yaml", *(["-n"] if dry else [])]
+    start = time.perf_counter()
+    subprocess.run(command, cwd=workdir, check=True)
+    settings = sorted(workdir.glob("results/synthetic/*/*/split*_frac*/settings.json"))
+    write_json(
+        out,
+        {
+            "wall_s": time.perf_counter() - start,
+            "dry_run": dry,
+            "findings": (workdir / "results/synthetic/summary/findings.md").exists(),
+            "devices": sorted({json.loads(p.read_text()).get("device_resolved") for p in settings}),
+            "cells": len(settings),
+        },
+    )
+
+
+def cell(out: Path, root: str, frames: int, iterations: int, workers: int) -> None:
+    """A full-length pretrained Lite0 cell, graphed, then evaluated at its final iteration."""
+    from oodpose.evaluate import evaluate
+
+    cache = synthetic_cache(Path(root), frames, individuals=30)
+    folder = out.parent / "runs-cell"
+    options = dict(snapshot_every=max(1, iterations // 6), device=device(), workers=workers, cuda_graphs=True)
+    start = time.perf_counter()
+    seconds = train_seconds(cache, folder, "efficientnet_lite0", "imagenet", iterations, **options)
+    train_s = time.perf_counter() - start
+    metrics = evaluate(folder, cache, folder / "predictions.h5", folder / "metrics.csv", device=device())
+    final = metrics[(metrics["bodypart"] == "all") & (metrics["iteration"] == iterations)].set_index("set")
+    settings = json.loads((folder / "settings.json").read_text())
+    write_json(
+        out,
+        {
+            "iterations": iterations,
+            "train_wall_s": train_s,
+            "minutes_per_1k_iterations": train_s / 60 / iterations * 1000,
+            "median_iteration_s": statistics.median(seconds),
+            "evaluate_wall_s": time.perf_counter() - start - train_s,
+            "pck": final["pck"].to_dict(),
+            "normalised_error": final["normalised_error"].to_dict(),
+            "cuda_graphs_used": settings.get("cuda_graphs_used"),
+        },
+    )
+
+
+CHILDREN = {"match": match, "loop": loop, "workflow": workflow, "cell": cell}
+
+
+def plan(root: Path, cache: Path, tiny: bool) -> list[tuple[str, str, dict, int]]:
+    """(part, child name, its arguments, its time limit in seconds) in the order they run."""
+    its = 6 if tiny else 200
+    children = [
+        ("match", f"match-{b}", dict(cache=str(cache), backbone=b, init=i, iterations=its), 150) for b, i in MATCH
+    ]
+    workers = [0, 2] if tiny else [0, 2, 4, 8]
+    loop_its = 10 if tiny else 100
+    for b, i in LOOP[:1] if tiny else LOOP:
+        arguments = dict(cache=str(cache), backbone=b, init=i, iterations=loop_its, workers=workers)
+        children.append(("loop", f"loop-{b}", arguments, 150))
+    children.append(("workflow", "workflow", dict(cores=4, dry=tiny), 240))
+    cell_arguments = dict(root=str(root), frames=150 if tiny else 8100, iterations=20 if tiny else 30_000, workers=8)
+    children.append(("cell", "cell", cell_arguments | ({"workers": 0} if tiny else {}), 400))
+    return children
+
+
+def run_child(root: Path, name: str, arguments: dict, limit_s: int) -> dict:
+    """One child process, its output in OUT/logs/<name>.log; what it measured, or why it stopped."""
+    log, result = root / "logs" / f"{name}.log", root / "results" / f"{name}.json"
+    write_json(root / "specs" / f"{name}.json", arguments)
+    start = time.perf_counter()
+    with open(log, "w") as stream:
+        try:
+            command = [sys.executable, __file__, str(root), "--child", name]
+            rc = subprocess.run(command, stdout=stream, stderr=subprocess.STDOUT, timeout=limit_s).returncode
+        except subprocess.TimeoutExpired:
+            rc = "timeout"
+    record = {"rc": rc, "wall_s": round(time.perf_counter() - start, 1)}
+    if result.exists():
+        record["result"] = json.loads(result.read_text())
+    if rc != 0:
+        record["log_tail"] = log.read_text()[-2000:]
+    return record
+
+
+def main(root: Path, tiny: bool, parts: list[str], budget_s: float) -> dict:
+    start = time.perf_counter()
+    (root / "logs").mkdir(parents=True, exist_ok=True)
+    report = {"benchmark": "gpu_check", "machine": machine(), "device": device(), "tiny": tiny, "children": {}}
+    cache = synthetic_cache(root, 120 if tiny else 600)
+    for part, name, arguments, limit_s in plan(root, cache, tiny):
+        if part not in parts:
+            continue
+        left = budget_s - (time.perf_counter() - start)
+        if left < 30:
+            report["children"][name] = {"skipped": f"{left:.0f} s of the {budget_s:.0f} s budget left"}
+        else:
+            report["children"][name] = run_child(root, name, arguments, int(min(limit_s, left)))
+        write_json(root / "report.json", report | {"wall_s": time.perf_counter() - start})
+    return report | {"wall_s": time.perf_counter() - start}
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("out", type=Path)
+    parser.add_argument("--tiny", action="store_true", help="the CPU dry run: a few iterations of each part")
+    parser.add_argument("--only", nargs="+", choices=PARTS, default=list(PARTS))
+    parser.add_argument("--budget-s", type=float, default=360, help="stop starting children after this (default 360)")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        spec = json.loads((args.out / "specs" / f"{args.child}.json").read_text())
+        CHILDREN[args.child.split("-")[0]](args.out / "results" / f"{args.child}.json", **spec)
+    else:
+        print(json.dumps(main(args.out, args.tiny, args.only, args.budget_s), indent=2, default=str))
