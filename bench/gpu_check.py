@@ -136,8 +136,8 @@ def plan(root: Path, cache: Path, tiny: bool) -> list[tuple[str, str, dict, int]
         arguments = dict(cache=str(cache), backbone=b, init=i, iterations=loop_its, workers=workers)
         children.append(("loop", f"loop-{b}", arguments, 150))
     children.append(("workflow", "workflow", dict(cores=4, dry=tiny), 240))
-    cell_arguments = dict(root=str(root), frames=150 if tiny else 8100, iterations=20 if tiny else 30_000, workers=8)
-    children.append(("cell", "cell", cell_arguments | ({"workers": 0} if tiny else {}), 400))
+    sizes = dict(frames=150, iterations=20, workers=0) if tiny else dict(frames=8100, iterations=30_000, workers=8)
+    children.append(("cell", "cell", dict(root=str(root), **sizes), 400))
     return children
 
 

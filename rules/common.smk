@@ -484,5 +484,6 @@ def run_folders():
     return folders
 
 
-if workflow.is_main_process and not workflow.dryrun:
+# on dry runs too: while the Snakefile is parsed, Snakemake has not yet told the workflow whether it is one
+if workflow.is_main_process:
     check_writable(run_folders())

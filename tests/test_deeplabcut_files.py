@@ -163,3 +163,13 @@ def test_the_deeplabcut_page_runs(pandas_2, synthetic_dataset, synthetic_cache, 
         read += "_, train, test, _ = pickle.load(open(sys.argv[1], 'rb')); print(len(train), len(test))"
         counts = subprocess.run([deeplabcut, "-c", read, made], capture_output=True, text=True, check=True).stdout
         assert counts.split() == [str(len(split["train"])), str(len(split["test_within"]) + len(split["test_ood"]))]
+
+
+def test_a_yaml_mistake_in_a_projects_config_is_named_by_line_and_column(synthetic_dataset, tmp_path):
+    from oodpose.errors import InputError
+
+    project = shutil.copytree(synthetic_dataset, tmp_path / "project")
+    config = project / "config.yaml"
+    config.write_text(config.read_text().replace("Task: Horse30", "Task: [Horse30", 1))
+    with pytest.raises(InputError, match=r"config.yaml, line \d+, column \d+: not valid YAML .*; fix it there"):
+        read_labels(project)

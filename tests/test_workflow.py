@@ -386,13 +386,17 @@ def test_a_scripts_bad_input_is_one_line_on_the_console_and_info_reaches_the_log
     assert "(log: results/logs/mine/prepare.log)" in result.stderr
 
 
+def open_to_everyone(folder: Path) -> None:
+    for path in [folder, *folder.rglob("*")]:
+        path.chmod(0o777 if path.is_dir() else 0o666)
+
+
 def as_another_user(workdir: Path) -> list[str]:
     """The command prefix that runs a process as a user who owns nothing here (root writes anywhere), with
     `workdir` opened to that user; skipped where that user cannot run the project's Python."""
     if os.geteuid() != 0:
         return []
-    for path in [workdir, *workdir.rglob("*")]:
-        path.chmod(0o777 if path.is_dir() else 0o666)
+    open_to_everyone(workdir)
     prefix = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
     if shutil.which("setpriv") is None or subprocess.run([*prefix, sys.executable, "-c", "import oodpose"]).returncode:
         pytest.skip("no unprivileged user can run this Python here")
@@ -407,8 +411,7 @@ def open_workdir():
     workdir = Path(tempfile.mkdtemp())
     shutil.copytree(REPO / "config", workdir / "config")
     yield workdir
-    for path in [workdir, *workdir.rglob("*")]:
-        path.chmod(0o777 if path.is_dir() else 0o666)
+    open_to_everyone(workdir)  # the test made parts of it read-only
     shutil.rmtree(workdir)
 
 

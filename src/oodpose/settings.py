@@ -207,20 +207,26 @@ def yaml_mistake(err: yaml.MarkedYAMLError) -> str:
     return text
 
 
-def read_config_file(path: str | Path) -> dict:
-    """A study config file as a dict, or one sentence naming its line and column: Snakemake, which parses
-    the files of `--configfile` before any of the workflow's code runs, says only that one is not YAML."""
+def read_yaml_mapping(path: str | Path, what: str) -> dict:
+    """A YAML file of `key: value` settings (`what` it is, for the message) as a dict, or one sentence naming
+    the line and column at fault."""
     try:
-        config = yaml.safe_load(Path(path).read_text())
+        mapping = yaml.safe_load(Path(path).read_text())
     except FileNotFoundError:
-        raise InputError(f"config file {path} does not exist") from None
+        raise InputError(f"{what} file {path} does not exist") from None
     except yaml.MarkedYAMLError as err:
         raise InputError(f"{path}, {yaml_mistake(err)}; fix it there") from None
     except yaml.YAMLError as err:
         raise InputError(f"{path}: not valid YAML ({err}); fix it there") from None
-    if not isinstance(config, dict):
-        raise InputError(f"{path}: a config is `key: value` settings at its top level, not a {type(config).__name__}")
-    return config
+    if not isinstance(mapping, dict):
+        raise InputError(f"{path}: {what} is `key: value` settings at its top level, not a {type(mapping).__name__}")
+    return mapping
+
+
+def read_config_file(path: str | Path) -> dict:
+    """A study config file as a dict: Snakemake, which parses the files of `--configfile` before any of the
+    workflow's code runs, says only that one is not YAML, naming neither the file nor the line."""
+    return read_yaml_mapping(path, "a config")
 
 
 def check_config(config: dict, schema: dict) -> None:

@@ -50,9 +50,9 @@ def find_label_files(root: Path) -> list[Path]:
         return check_not_stale(merged[-1:])
     files = []
     order = video_folders(root)  # DeepLabCut merges the folders in its config's video order; the rest by name
-    folders = sorted((p for p in (root / "labeled-data").glob("*") if p.is_dir()), key=lambda p: p.name)
-    folders.sort(key=lambda p: order.index(p.name) if p.name in order else len(order))
-    for folder in folders:
+    rank = {name: n for n, name in enumerate(order)}
+    folders = (p for p in (root / "labeled-data").glob("*") if p.is_dir())
+    for folder in sorted(folders, key=lambda p: (rank.get(p.name, len(order)), p.name)):
         h5 = sorted(folder.glob("CollectedData_*.h5"))
         files += h5 or sorted(folder.glob("CollectedData_*.csv"))
     if not files:
@@ -276,13 +276,14 @@ def write_label_file(labels: Labels, path: Path, tuple_rows: bool = False) -> No
 def write_project_labels(labels: Labels, root: Path) -> list[str]:
     """One ``CollectedData_<scorer>.h5`` and ``.csv`` per ``labeled-data`` folder, as DeepLabCut writes them;
     returns the folders in the order of `labels`. The csv goes first, so that it is never newer than its h5."""
-    folders = labels.frames["frame"].str.split("/").str[1].to_numpy()
-    for folder in dict.fromkeys(folders):
-        mine = folders == folder
+    of_frame = labels.frames["frame"].str.split("/").str[1].to_numpy()
+    folders = list(dict.fromkeys(of_frame))
+    for folder in folders:
+        mine = of_frame == folder
         part = Labels(
             labels.frames[mine].reset_index(drop=True), labels.keypoints[mine], labels.bodyparts, labels.scorer
         )
         base = root / "labeled-data" / folder / f"CollectedData_{labels.scorer}"
         label_table(part, tuple_rows=True).to_csv(base.with_suffix(".csv"))
         write_label_file(part, base.with_suffix(".h5"), tuple_rows=True)
-    return list(dict.fromkeys(folders))
+    return folders

@@ -12,7 +12,7 @@ from pathlib import Path, PureWindowsPath
 import yaml
 
 from oodpose.atomic import atomic_file
-from oodpose.errors import InputError
+from oodpose.settings import read_yaml_mapping
 
 CONFIG = "config.yaml"
 # what deeplabcut.create_new_project (3.0) writes for a single-animal PyTorch project, less the paths and names
@@ -47,15 +47,7 @@ NEW_PROJECT_DEFAULTS = {
 def read_project_config(root: Path) -> dict | None:
     """The project's config.yaml as a dict; None where the dataset has none."""
     path = Path(root) / CONFIG
-    if not path.exists():
-        return None
-    try:
-        config = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise InputError(f"{path}: not valid YAML ({str(err).splitlines()[0]}); fix the file or remove it") from None
-    if not isinstance(config, dict):
-        raise InputError(f"{path}: expected DeepLabCut's key: value settings, found {type(config).__name__}")
-    return config
+    return read_yaml_mapping(path, "a DeepLabCut config.yaml") if path.exists() else None
 
 
 def video_folders(root: Path) -> list[str]:
