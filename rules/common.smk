@@ -11,6 +11,7 @@ from snakemake.utils import validate
 
 from oodpose.atomic import check_writable
 from oodpose.backbones import GENERIC_FAMILY, backbone_metadata, load_backbones
+from oodpose.corruptions import CORRUPTIONS, SEVERITIES
 from oodpose.data.cache import dataset_files
 from oodpose.data.horse10 import BENCHMARK_FILES
 from oodpose.data.splits import official_split_files
@@ -32,6 +33,7 @@ from oodpose.settings import (
 )
 from oodpose.study import (
     CELL_DIR,
+    CORRUPTED_DIR,
     DATASET_NAME,
     INITS,
     PRETRAINED,
@@ -60,6 +62,7 @@ SEARCH_SCORE_COLUMNS = [
     "distinguishable",
 ]
 SEARCHED = STUDY["schedules"] == "searched"
+HORSE_C = config["evaluation"].get("corruptions")  # the corrupted sets every cell is scored on, if any
 CELL_LOGS = CELL_DIR.replace("results/", "results/logs/", 1)
 CELL_BENCHMARKS = CELL_DIR.replace("results/", "results/benchmarks/", 1)
 SEARCH_LOGS = SEARCH_CELL_DIR.replace("results/", "results/logs/", 1)
@@ -75,6 +78,8 @@ wildcard_constraints:
     summary="summary|partial_summary",
     selection="|".join(SELECTIONS),
     schedule=NAME,
+    corruption="|".join(CORRUPTIONS),
+    severity="|".join(map(str, SEVERITIES)),
 
 
 def dataset_config(name):
@@ -461,6 +466,27 @@ def study_schedule_records(wildcards):
     ]
 
 
+def corrupted_sets(wildcards):
+    """The corrupted sets (Horse-C) a cell of this dataset is scored on: evaluation.corruptions' types x
+    severities."""
+    return expand(
+        CORRUPTED_DIR,
+        dataset=wildcards.dataset,
+        corruption=HORSE_C["types"],
+        severity=HORSE_C["severities"],
+    )
+
+
+def horse_c_summary(pattern):
+    """`pattern` (an output of the aggregation) for each cell of the summary when the study has Horse-C."""
+    return summary_inputs(pattern) if HORSE_C else []
+
+
+def horse_c_outputs(files):
+    """The named outputs `files` (name: path) when the study has Horse-C, else none."""
+    return files if HORSE_C else {}
+
+
 def run_folders():
     """The folders a run of this study writes into: every cell's (its snapshots and logs too, the search's
     cells' where it has any), each dataset's cache and summaries, and Snakemake's own records.
@@ -478,6 +504,13 @@ def run_folders():
             f"results/{dataset}/{name}"
             for name in ("cache", "summary", "partial_summary")
         ]
+        if HORSE_C:
+            folders += expand(
+                CORRUPTED_DIR,
+                dataset=dataset,
+                corruption=HORSE_C["types"],
+                severity=HORSE_C["severities"],
+            )
     for cell in cells:
         logs = cell.folder.replace("results/", "results/logs/", 1)
         folders += [cell.folder, f"{cell.folder}/snapshots", logs]

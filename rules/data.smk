@@ -38,6 +38,25 @@ rule prepare:
         "../workflow/scripts/prepare.py"
 
 
+rule corrupt:
+    input:
+        cache=rules.prepare.output[0],
+    output:
+        directory(CORRUPTED_DIR),
+    log:
+        "results/logs/{dataset}/corrupted/{corruption}/severity{severity}.log",
+    benchmark:
+        "results/benchmarks/{dataset}/corrupted/{corruption}/severity{severity}.tsv"
+    conda:
+        "../envs/horse-c.yaml"
+    threads: config["training"]["threads"]
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    script:
+        "../workflow/scripts/corrupt.py"
+
+
 rule fetch_weights:
     output:
         "resources/weights/{backbone}.safetensors",

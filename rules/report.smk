@@ -3,6 +3,7 @@ rule figures:
         metrics=rules.aggregate.output.metrics,
         cache=rules.prepare.output[0],
         predictions=summary_inputs(rules.evaluate.output.predictions),
+        **horse_c_outputs({"severity": "results/{dataset}/{summary}/corruptions/severity.csv"}),
     output:
         figure1=report(
             "results/{dataset}/{summary}/figures/figure1.png",
@@ -28,6 +29,15 @@ rule figures:
             "results/{dataset}/{summary}/figures/figure5b.png",
             caption="../report/figure5b.rst",
             category="3. Figures",
+        ),
+        **horse_c_outputs(
+            {
+                "corruptions": report(
+                    "results/{dataset}/{summary}/figures/corruptions.png",
+                    caption="../report/corruptions.rst",
+                    category="3. Figures",
+                )
+            }
         ),
     log:
         "results/logs/{dataset}/{summary}/figures.log",

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from oodpose import analysis, findings
+from oodpose import analysis, findings, robustness
 from oodpose.atomic import atomic_file
 from oodpose.backbones import METADATA
 from oodpose.divergence import cell_divergence
@@ -55,14 +55,21 @@ SCHEDULE_COLUMNS = ["backbone", "init", "ilr", "final_lr", "cycles", "schedule_s
 
 
 def summarise(
-    metrics: pd.DataFrame, cells: pd.DataFrame, horse10: bool, schedules: list[dict]
+    metrics: pd.DataFrame,
+    cells: pd.DataFrame,
+    horse10: bool,
+    schedules: list[dict],
+    corrupted: pd.DataFrame | None = None,
 ) -> dict[str, pd.DataFrame | str]:
     """Every summary table (by its file's name, without .csv) and the Markdown of Table 1 and the findings;
     `metrics` joined by `with_backbones`, `cells` the cells the summary expects (so missing ones are listed),
     `schedules` each backbone and init's learning schedule and where it came from (SCHEDULE_COLUMNS, then for a
-    searched study the search's score of it)."""
+    searched study the search's score of it), `corrupted` the cells' Horse-C metrics, joined alike, if any."""
     missing = analysis.missing_cells(cells, metrics)  # a diverged cell has metrics: it is listed apart
     metrics, diverged_cells = without_diverged(metrics)
+    if corrupted is not None:  # a diverged cell is left out of Horse-C's statistics too
+        corrupted = corrupted.merge(diverged_cells[list(CELL)], on=list(CELL), how="left", indicator=True)
+        corrupted = corrupted[corrupted.pop("_merge") == "left_only"]
     schedule_table = pd.DataFrame(schedules)
     schedule_table = schedule_table.reindex(
         columns=[*SCHEDULE_COLUMNS, *schedule_table.columns.difference(SCHEDULE_COLUMNS)]
@@ -70,7 +77,8 @@ def summarise(
     regressions = analysis.regressions(metrics)
     fraction = int(max(metrics["fraction"]))
     table1 = analysis.table1(metrics, fraction=fraction)
-    claims = findings.findings(metrics, horse10)
+    claims = findings.findings(metrics, horse10, corrupted)
+    horse_c = {} if corrupted is None else robustness.summarise_corruptions(corrupted, analysis.final(metrics))
     return {
         "metrics": metrics,
         "summary": analysis.summary(metrics),
@@ -83,6 +91,7 @@ def summarise(
         "findings": claims,
         "table1.md": analysis.table1_markdown(table1, regressions, fraction),
         "findings.md": findings.findings_markdown(claims, schedule_table, diverged_cells),
+        **horse_c,
     }
 
 
@@ -93,6 +102,7 @@ def write_summary(outputs: dict[str, pd.DataFrame | str], folder: str | Path) ->
     written = []
     for name, value in outputs.items():
         path = folder / (name if name.endswith(".md") else f"{name}.csv")
+        path.parent.mkdir(exist_ok=True)
         with atomic_file(path) as tmp:
             value.to_csv(tmp, index=False) if isinstance(value, pd.DataFrame) else Path(tmp).write_text(value)
         written.append(path)
@@ -107,12 +117,18 @@ def aggregate(
     cells: pd.DataFrame | None,
     horse10: bool,
     out: str | Path,
+    corrupted_files: Iterable[str | Path] = (),
 ) -> dict[str, pd.DataFrame | str]:
-    """Read, join, summarise and write one dataset's summary; `cells` None: the cells found are all expected."""
+    """Read, join, summarise and write one dataset's summary; `cells` None: the cells found are all expected;
+    `corrupted_files` the cells' Horse-C metrics (none: the study has no corruption axis)."""
     metrics = with_backbones(read_cell_metrics(metric_files, dataset), metadata)
     if cells is None:
         cells = metrics[list(CELL)].drop_duplicates()
-    outputs = summarise(metrics, cells, horse10, schedules)
+    corrupted_files = list(corrupted_files)
+    corrupted = None
+    if corrupted_files:
+        corrupted = with_backbones(pd.concat(map(pd.read_csv, corrupted_files)).assign(dataset=dataset), metadata)
+    outputs = summarise(metrics, cells, horse10, schedules, corrupted)
     for name, listed in (("without metrics", outputs["missing_cells"]), ("diverged", outputs["diverged_cells"])):
         if len(listed):
             print(f"cells {name} ({len(listed)}), out of the statistics:\n{listed.to_string(index=False)}")

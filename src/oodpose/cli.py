@@ -1,4 +1,5 @@
-"""Command line: ``python -m oodpose {synthesize,prepare,train,fetch-weights,evaluate,aggregate,figures,check-config}``.
+"""Command line: ``python -m oodpose {synthesize,prepare,corrupt,train,fetch-weights,evaluate,evaluate-corrupted,
+aggregate,figures,check-config}``.
 
 Options left out take the library's defaults (`oodpose.settings`), and every command builds its
 settings with the same functions the workflow's scripts use.
@@ -14,6 +15,7 @@ import sys
 
 import yaml
 
+from oodpose.corruptions import CORRUPTIONS, SEVERITIES
 from oodpose.errors import InputError
 from oodpose.logs import FORMAT
 from oodpose.settings import TEST_SCALE, TrainConfig
@@ -34,6 +36,12 @@ def parser() -> argparse.ArgumentParser:
     command = functools.partial(sub.add_parser, argument_default=argparse.SUPPRESS)  # left out: library default
     add_synthesize(command("synthesize", help="write the synthetic Horse-30 dataset in Horse-10's layout"))
     add_prepare(command("prepare", help="read, split and decode a dataset into a cache"))
+    s = command("corrupt", help="write a cache's test frames under one common corruption and severity (Horse-C)")
+    s.add_argument("cache_path", metavar="cache")
+    s.add_argument("out")
+    s.add_argument("--corruption", required=True, choices=CORRUPTIONS)
+    s.add_argument("--severity", required=True, type=int, choices=SEVERITIES)
+    s.add_argument("--workers", type=int, help="processes (default 1)")
     add_train(command("train", help="train one cell"))
     s = command("fetch-weights", help="download a backbone's timm weights to a file (needs internet)")
     s.add_argument("backbone")
@@ -43,6 +51,16 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("train_dir")
     s.add_argument("cache_path", metavar="cache")
     s.add_argument("--predictions", required=True)
+    s.add_argument("--metrics", required=True)
+    s.add_argument("--device")
+    s.add_argument("--threads", type=int)
+    s.add_argument("--batch-size", type=int)
+    s.add_argument("--test-scale", type=float, help=f"scale of the frames at prediction (default {TEST_SCALE})")
+    s.add_argument("--batchnorm", choices=BATCHNORM_STATISTICS, help="MobileNetV2's statistics at prediction")
+    s = command("evaluate-corrupted", help="evaluate one trained cell's final model on corrupted sets (Horse-C)")
+    s.add_argument("train_dir")
+    s.add_argument("cache_path", metavar="cache")
+    s.add_argument("--corrupted", required=True, nargs="+", help="folders `oodpose corrupt` wrote")
     s.add_argument("--metrics", required=True)
     s.add_argument("--device")
     s.add_argument("--threads", type=int)
@@ -156,6 +174,10 @@ def run(command: str, options: dict) -> None:
 
         dataset, out = options.pop("dataset"), options.pop("out")
         prepare_cache(dataset, out, settings.dataset_settings(options))
+    elif command == "corrupt":
+        from oodpose.corruptions import corrupt_cache
+
+        corrupt_cache(**options)
     elif command == "train":
         from oodpose.train import train
 
@@ -169,6 +191,10 @@ def run(command: str, options: dict) -> None:
         from oodpose.evaluate import evaluate
 
         evaluate(**options)
+    elif command == "evaluate-corrupted":
+        from oodpose.evaluate import evaluate_corrupted
+
+        evaluate_corrupted(**options)
     elif command == "aggregate":
         aggregate_cells(options)
     elif command == "figures":
@@ -192,6 +218,7 @@ def aggregate_cells(options: dict) -> None:
 
     table = load_backbones(options.get("backbones_table", DEFAULT_TABLE))
     metric_files = [Path(c) / "metrics.csv" for c in options["cells"]]
+    corrupted = [Path(c) / "metrics_corrupted.csv" for c in options["cells"]]
     aggregate(
         metric_files,
         options["dataset"],
@@ -200,6 +227,7 @@ def aggregate_cells(options: dict) -> None:
         None,
         options.get("horse10", False),
         options["out"],
+        [path for path in corrupted if path.exists()],  # the cells evaluated on Horse-C, if any
     )
 
 
@@ -223,7 +251,7 @@ def draw_cell_figures(options: dict) -> None:
     import pandas as pd
 
     from oodpose.data.cache import Cache
-    from oodpose.figures import draw_figures
+    from oodpose.figures import draw_figures, figure_corruptions
     from oodpose.study import CELL, Cell
 
     summary = Path(options["summary"])
@@ -235,6 +263,9 @@ def draw_cell_figures(options: dict) -> None:
         predictions[cell] = folder / "predictions.h5"
     cells = metrics[list(CELL)].drop_duplicates()
     draw_figures(metrics, cells, Cache(options["cache"]), predictions, summary / "figures")
+    severity = summary / "corruptions" / "severity.csv"
+    if severity.exists():  # the cells were evaluated on Horse-C
+        figure_corruptions(pd.read_csv(severity), summary / "figures" / "corruptions.png")
 
 
 def main(argv: list[str] | None = None) -> None:

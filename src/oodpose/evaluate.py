@@ -5,6 +5,7 @@ the original image, divided by the individual's scale (nose-to-eye distance); a 
 error is the nanmean over all its (frame, bodypart) pairs, and PCK@0.3 is the share of labelled
 keypoints whose normalised error is below 0.3. The final model's predictions are written in
 DeepLabCut's format (pandas HDF, columns scorer / bodyparts / x, y, likelihood; rows = frame path).
+The final model is also scored on the test frames of each corrupted set (Horse-C, `oodpose.corruptions`).
 """
 
 from __future__ import annotations
@@ -20,13 +21,14 @@ from tqdm import tqdm
 
 from oodpose.atomic import atomic_file
 from oodpose.backbones import get_backbone
+from oodpose.corruptions import corrupted_view
 from oodpose.data.cache import Cache
 from oodpose.data.dataset import PoseDataset, resize_factors
 from oodpose.device import Runtime, runtime
 from oodpose.errors import InputError
 from oodpose.models import PoseNet, build_model
 from oodpose.settings import TEST_SCALE
-from oodpose.study import SCRATCH, SETS, TRAIN, VALIDATION
+from oodpose.study import OOD, SCRATCH, SETS, TRAIN, VALIDATION, WITHIN
 from oodpose.targets import predict
 
 PCK_THRESHOLD = 0.3
@@ -156,6 +158,37 @@ def cell_sets(cache: Cache, split: int, fraction: int, held_out: int) -> dict[st
     return {set_: cache.frames(split, fraction, set_, held_out=held_out) for set_ in names}
 
 
+def open_cell(train_dir: Path, cache_path: str | Path) -> tuple[dict, Cache]:
+    """A trained cell's settings and the cache it was trained on (checked to be that cache)."""
+    settings_path = train_dir / "settings.json"
+    if not (train_dir / "model.pt").exists() or not settings_path.exists():
+        raise InputError(f"{train_dir}: no trained model (model.pt and settings.json); train the cell first")
+    settings = read_settings(settings_path)
+    cache = Cache(cache_path)
+    check_same_cache(train_dir, settings, cache)
+    return settings, cache
+
+
+def cell_identity(settings: dict, test_scale: float, batchnorm: str) -> dict:
+    """The columns that name a cell's metrics rows, and how its frames were predicted."""
+    return {
+        "backbone": settings["backbone"],
+        "init": settings["init"],
+        "split": int(settings["split"]),
+        "fraction": int(settings["fraction"]),
+        "test_scale": test_scale,  # provenance: the frames' scale at prediction
+        "batchnorm": batchnorm,  # and the batch-norm statistics used
+    }
+
+
+def write_metrics(tables: list[pd.DataFrame], identity: dict, keys: list[str], path: str | Path) -> pd.DataFrame:
+    result = pd.concat(tables, ignore_index=True).assign(**identity)
+    result = result[list(identity) + keys + ["bodypart", "n", "pixel_error", "normalised_error", "pck"]]
+    with atomic_file(path) as tmp:
+        result.to_csv(tmp, index=False)
+    return result
+
+
 def evaluate(
     train_dir: str | Path,
     cache_path: str | Path,
@@ -170,12 +203,7 @@ def evaluate(
     """Evaluate the final model and every learning-curve snapshot of a trained cell, on frames resized by
     `test_scale` (DeepLabCut evaluates at 1.0, the frame's own size, after training at global_scale 0.8)."""
     train_dir = Path(train_dir)
-    settings_path = train_dir / "settings.json"
-    if not (train_dir / "model.pt").exists() or not settings_path.exists():
-        raise InputError(f"{train_dir}: no trained model (model.pt and settings.json); train the cell first")
-    settings = read_settings(settings_path)
-    cache = Cache(cache_path)
-    check_same_cache(train_dir, settings, cache)
+    settings, cache = open_cell(train_dir, cache_path)
     rt = runtime(device, threads)
     split, fraction = int(settings["split"]), int(settings["fraction"])
     sets = cell_sets(cache, split, fraction, int(settings.get("validation_individuals", 0)))
@@ -196,16 +224,38 @@ def evaluate(
         to_deeplabcut(pred, frames, cache.bodyparts, cache.meta.get("scorer", SCORER)).to_hdf(
             tmp, key="df_with_missing", mode="w"
         )
-    identity = {
-        "backbone": settings["backbone"],
-        "init": settings["init"],
-        "split": split,
-        "fraction": fraction,
-        "test_scale": test_scale,  # provenance: the frames' scale at prediction
-        "batchnorm": batchnorm,  # and the batch-norm statistics used
-    }
-    result = pd.concat(tables, ignore_index=True).assign(**identity)
-    result = result[list(identity) + ["iteration", "set", "bodypart", "n", "pixel_error", "normalised_error", "pck"]]
-    with atomic_file(metrics) as tmp:
-        result.to_csv(tmp, index=False)
-    return result
+    return write_metrics(tables, cell_identity(settings, test_scale, batchnorm), ["iteration", "set"], metrics)
+
+
+def evaluate_corrupted(
+    train_dir: str | Path,
+    cache_path: str | Path,
+    corrupted: list[str | Path],
+    metrics: str | Path,
+    device: str = "auto",
+    threads: int | None = None,
+    batch_size: int = 32,
+    test_scale: float = TEST_SCALE,
+    batchnorm: str = "running",
+) -> pd.DataFrame:
+    """Evaluate a cell's final model on its test frames (within domain and out of domain) in each corrupted
+    set (`oodpose.corruptions`), one row per corruption, severity, set and bodypart."""
+    train_dir = Path(train_dir)
+    settings, cache = open_cell(train_dir, cache_path)
+    if int(settings.get("validation_individuals", 0)):
+        raise InputError(f"{train_dir}: a search cell is scored on validation horses, never on corrupted test frames")
+    rt = runtime(device, threads)
+    sets = {s: cache.frames(int(settings["split"]), int(settings["fraction"]), s) for s in (WITHIN, OOD)}
+    model, _ = load_trained(train_dir / "model.pt", settings, len(cache.bodyparts))
+    scale = cache.index["scale"].to_numpy()
+    tables = []
+    for folder in map(Path, corrupted):
+        view, meta = corrupted_view(cache, folder)
+        for set_, rows in sets.items():
+            pred = predict_frames(model, view, rows, rt, test_scale, batch_size, batchnorm)
+            table = keypoint_metrics(pred, cache.keypoints[rows], scale[rows], cache.bodyparts)
+            tables.append(table.assign(corruption=meta["corruption"], severity=int(meta["severity"]), set=set_))
+    if not tables:
+        raise InputError("no corrupted sets to evaluate on; list some in evaluation.corruptions")
+    identity = cell_identity(settings, test_scale, batchnorm)
+    return write_metrics(tables, identity, ["corruption", "severity", "set"], metrics)

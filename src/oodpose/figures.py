@@ -166,6 +166,32 @@ def figure5b(metrics: pd.DataFrame, path: Path, missing: pd.DataFrame) -> None:
     save(fig, path)
 
 
+def figure_corruptions(severity: pd.DataFrame, path: Path) -> None:
+    """Horse-C as ImageNet-C draws it: error against severity (0 = clean), averaged over corruptions and
+    splits, one line per backbone, dashed pretrained, solid scratch; a panel per set and fraction."""
+    data = readable(severity)
+    grid = sns.relplot(
+        data=data,
+        x="severity",
+        y="normalised_error",
+        hue="backbone",
+        style="init",
+        col="set",
+        row="fraction",
+        kind="line",
+        marker="o",
+        dashes=DASHES,
+        height=2.6,
+        aspect=1.1,
+        facet_kws={"sharey": False},
+    )
+    grid.set_titles("{col_name}, {row_name}% data", size=8)
+    grid.set(xticks=sorted(data["severity"].unique()))
+    grid.set_axis_labels("corruption severity (0 = clean)", "normalised error")
+    grid.figure.suptitle("Horse-C: error under common corruptions, mean over corruptions", fontsize=9, y=1.03)
+    save(grid.figure, path)
+
+
 def ood_examples(metrics: pd.DataFrame, cache, predictions: dict[Cell, str], n_frames: int = 2) -> list:
     """Figure 3C's panels: `n_frames` OOD frames of the first split for the weakest and strongest pretrained
     backbone (by ImageNet top-1), as (title, image, labels, predictions); `predictions` maps a cell to its

@@ -19,7 +19,7 @@ import pandas as pd
 import statsmodels.formula.api as smf
 from scipy import stats
 
-from oodpose import paper
+from oodpose import paper, robustness
 from oodpose.analysis import final, fit_on_top1, paired_errors
 from oodpose.study import OOD, PRETRAINED, SCRATCH, SELECTED_ON, WITHIN
 
@@ -47,6 +47,7 @@ class Evidence:
     curves: pd.DataFrame  # every evaluated iteration of its cells
     final: pd.DataFrame  # each cell's last iteration, bodypart 'all'
     horse10: bool
+    corrupted: pd.DataFrame  # its cells' final models on the corrupted sets (Horse-C); empty when not evaluated
 
 
 @dataclass(frozen=True)
@@ -223,6 +224,53 @@ def table1_reproduced(evidence: Evidence) -> list[dict]:
     return rows
 
 
+def corrupted_sets(evidence: Evidence) -> list[str]:
+    return [s for s in (WITHIN, OOD) if s in set(evidence.corrupted.get("set", []))]
+
+
+def pretrained_beats_scratch_corrupted(evidence: Evidence) -> list[dict]:
+    """(f) per set: scratch minus pretrained error under corruption, averaged over corruptions and severities,
+    paired per backbone and split."""
+    gaps = robustness.init_gaps(evidence.corrupted, []) if len(evidence.corrupted) else pd.DataFrame()
+    if gaps.empty:
+        return lacking("f")
+    what = "scratch minus pretrained normalised error under corruption (mean over corruptions and severities), paired"
+    return [
+        finding("f", set_, f"{what} (backbones x splits)", mean_ci(gaps.loc[gaps["set"] == set_, "gap"]), +1)
+        for set_ in corrupted_sets(evidence)
+    ]
+
+
+def gap_grows_with_severity(evidence: Evidence) -> list[dict]:
+    """(g) per set: the slope of that gap on severity, one slope per backbone and split."""
+    slopes = robustness.gap_slopes(evidence.corrupted) if len(evidence.corrupted) else pd.DataFrame()
+    if slopes.empty:
+        return lacking("g")
+    what = "slope on severity of the scratch-minus-pretrained error (mean over corruptions), per backbone x split"
+    return [
+        finding("g", set_, what, mean_ci(slopes.loc[slopes["set"] == set_, "slope"]), +1)
+        for set_ in corrupted_sets(evidence)
+    ]
+
+
+def corruption_slope(evidence: Evidence) -> list[dict]:
+    """(h) per set: the slope of the mean corruption error (pretrained backbone means, in %) on ImageNet top-1."""
+    if evidence.corrupted.empty:
+        return lacking("h")
+    means = robustness.backbone_means(evidence.corrupted)
+    means = means[means["init"] == PRETRAINED].assign(error=lambda d: 100 * d["normalised_error"])
+    if means["imagenet_top1"].nunique() < 3:
+        return lacking("h")
+    rows = []
+    for set_ in corrupted_sets(evidence):
+        fit = fit_on_top1(means.loc[means["set"] == set_, ["imagenet_top1", "error"]], "error")
+        n = int((means["set"] == set_).sum())
+        estimate = (fit.get("slope", np.nan), fit.get("slope_ci_low", np.nan), fit.get("slope_ci_high", np.nan), n)
+        what = "mean corruption error slope, % per ImageNet point (OLS on pretrained backbone means)"
+        rows.append(finding("h", set_, what, estimate, -1))
+    return rows
+
+
 CLAIMS = (
     Claim(
         "a",
@@ -266,17 +314,41 @@ CLAIMS = (
         "the dataset to be Horse-10, at 50 % training data",
         table1_reproduced,
     ),
+    Claim(
+        "f",
+        "Under common corruptions (Horse-C), pretrained networks have lower error than the same networks trained "
+        "from scratch.",
+        "normalised error",
+        "both inits evaluated on corrupted sets (evaluation.corruptions)",
+        pretrained_beats_scratch_corrupted,
+    ),
+    Claim(
+        "g",
+        "The pretrained-vs-scratch gap under corruption grows with severity.",
+        "normalised error per severity level",
+        "both inits evaluated on corrupted sets at 2 or more severities",
+        gap_grows_with_severity,
+    ),
+    Claim(
+        "h",
+        "Error under corruption falls with ImageNet top-1.",
+        "% per ImageNet point",
+        "pretrained cells of 3 or more backbones with distinct ImageNet top-1 evaluated on corrupted sets",
+        corruption_slope,
+    ),
 )
 CLAIM = {claim.id: claim for claim in CLAIMS}
 PAPER_FRACTION = {"e": 50}  # a claim about one training fraction is checked only there
 
 
-def findings(metrics: pd.DataFrame, horse10: bool) -> pd.DataFrame:
-    """Every claim, per dataset and training fraction."""
+def findings(metrics: pd.DataFrame, horse10: bool, corrupted: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Every claim, per dataset and training fraction; `corrupted` the cells' Horse-C metrics, if evaluated."""
+    corrupted = pd.DataFrame(columns=["dataset", "fraction"]) if corrupted is None else corrupted
     rows = []
     for (dataset, fraction), group in final(metrics).groupby(["dataset", "fraction"]):
         curves = metrics[(metrics["dataset"] == dataset) & (metrics["fraction"] == fraction)]
-        evidence = Evidence(curves, group, horse10)
+        under = corrupted[(corrupted["dataset"] == dataset) & (corrupted["fraction"] == fraction)]
+        evidence = Evidence(curves, group, horse10, under)
         for claim in CLAIMS:
             if PAPER_FRACTION.get(claim.id, fraction) == fraction:
                 rows += [{"dataset": dataset, "fraction": fraction} | row for row in claim.test(evidence)]

@@ -22,6 +22,7 @@ CELL = ("dataset", "backbone", "init", "split", "fraction")  # the columns that 
 CELL_DIR = "results/{dataset}/{backbone}/{init}/split{split}_frac{fraction}"
 SEARCH_DIR = "results/{dataset}/search/{selection}"  # one schedule search: its cells, schedules.tsv, heatmaps
 SEARCH_CELL_DIR = SEARCH_DIR + "/{backbone}/{init}/{schedule}/split{split}_frac{fraction}"
+CORRUPTED_DIR = "results/{dataset}/corrupted/{corruption}/severity{severity}"  # one Horse-C set of a dataset
 TRAIN_LOG = "train_log.csv"  # in a cell's folder: every iteration's loss and learning rate
 AUGMENTATIONS = ("paper", "imgaug", "none")  # training augmentation presets (oodpose.data.augment.PRESETS)
 NORMALISATIONS = ("weights", "deeplabcut")  # input scaling: the weights' own, or DeepLabCut 2.x's mean subtraction

@@ -12,4 +12,5 @@ with rule_log(snakemake.log[0]):
         snakemake.params.cells,
         snakemake.params.horse10,
         Path(snakemake.output.metrics).parent,
+        snakemake.input.corrupted,
     )

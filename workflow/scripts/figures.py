@@ -3,7 +3,7 @@ from pathlib import Path
 import pandas as pd
 
 from oodpose.data.cache import Cache
-from oodpose.figures import draw_figures
+from oodpose.figures import draw_figures, figure_corruptions
 from oodpose.logs import rule_log
 from oodpose.study import Cell
 
@@ -19,3 +19,5 @@ with rule_log(snakemake.log[0]):
         predictions,
         Path(snakemake.output.figure1).parent,
     )
+    if "severity" in snakemake.input.keys():  # the study has Horse-C
+        figure_corruptions(pd.read_csv(snakemake.input.severity), Path(snakemake.output.corruptions))
