@@ -4,6 +4,14 @@ rule aggregate:
         schedules=schedules_input,
         corrupted=horse_c_summary(rules.evaluate_corrupted.output[0]),
     output:
+        **horse_c_files(
+            {
+                "corruption_severity": "results/{dataset}/{summary}/corruptions/severity.csv",
+                "corruption_mce": "results/{dataset}/{summary}/corruptions/mce.csv",
+                "corruption_regressions": "results/{dataset}/{summary}/corruptions/regressions.csv",
+                "corruption_tables": "results/{dataset}/{summary}/corruptions/tables.md",
+            }
+        ),
         metrics="results/{dataset}/{summary}/metrics.csv",
         summary="results/{dataset}/{summary}/summary.csv",
         regressions=report(
@@ -26,14 +34,6 @@ rule aggregate:
             "results/{dataset}/{summary}/findings.md",
             caption="../report/findings.rst",
             category="1. Findings",
-        ),
-        **horse_c_outputs(
-            {
-                "corruption_severity": "results/{dataset}/{summary}/corruptions/severity.csv",
-                "corruption_mce": "results/{dataset}/{summary}/corruptions/mce.csv",
-                "corruption_regressions": "results/{dataset}/{summary}/corruptions/regressions.csv",
-                "corruption_tables": "results/{dataset}/{summary}/corruptions/tables.md",
-            }
         ),
     log:
         "results/logs/{dataset}/{summary}/aggregate.log",

@@ -62,7 +62,8 @@ SEARCH_SCORE_COLUMNS = [
     "distinguishable",
 ]
 SEARCHED = STUDY["schedules"] == "searched"
-HORSE_C = config["evaluation"].get("corruptions")  # the corrupted sets every cell is scored on, if any
+# the corrupted sets (Horse-C) every cell is scored on, if any
+HORSE_C = config["evaluation"].get("corruptions")
 CELL_LOGS = CELL_DIR.replace("results/", "results/logs/", 1)
 CELL_BENCHMARKS = CELL_DIR.replace("results/", "results/benchmarks/", 1)
 SEARCH_LOGS = SEARCH_CELL_DIR.replace("results/", "results/logs/", 1)
@@ -156,8 +157,13 @@ def study_backbone_metadata():
 
 def study_outputs(summary="summary"):
     """The tables and figures of every dataset of the study; for a searched study, with the search's choice and
-    heatmaps beside them."""
+    heatmaps beside them; with Horse-C, its tables and figure (asked for, so that a finished study grows them).
+    """
     searched = ["results/{dataset}/{summary}/search/schedules.tsv"] if SEARCHED else []
+    horse_c = [
+        "results/{dataset}/{summary}/corruptions/mce.csv",
+        "results/{dataset}/{summary}/figures/corruptions.png",
+    ]
     return expand(
         [
             "results/{dataset}/{summary}/metrics.csv",
@@ -166,6 +172,7 @@ def study_outputs(summary="summary"):
             "results/{dataset}/{summary}/regressions.csv",
             "results/{dataset}/{summary}/figures/figure1.png",
             *searched,
+            *(horse_c if HORSE_C else []),
         ],
         dataset=STUDY["datasets"],
         summary=summary,
@@ -482,8 +489,8 @@ def horse_c_summary(pattern):
     return summary_inputs(pattern) if HORSE_C else []
 
 
-def horse_c_outputs(files):
-    """The named outputs `files` (name: path) when the study has Horse-C, else none."""
+def horse_c_files(files):
+    """The named inputs or outputs `files` (name: path) when the study has Horse-C, else none."""
     return files if HORSE_C else {}
 
 

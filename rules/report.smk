@@ -1,10 +1,21 @@
 rule figures:
     input:
+        **horse_c_files(
+            {"severity": "results/{dataset}/{summary}/corruptions/severity.csv"}
+        ),
         metrics=rules.aggregate.output.metrics,
         cache=rules.prepare.output[0],
         predictions=summary_inputs(rules.evaluate.output.predictions),
-        **horse_c_outputs({"severity": "results/{dataset}/{summary}/corruptions/severity.csv"}),
     output:
+        **horse_c_files(
+            {
+                "corruptions": report(
+                    "results/{dataset}/{summary}/figures/corruptions.png",
+                    caption="../report/corruptions.rst",
+                    category="3. Figures",
+                )
+            }
+        ),
         figure1=report(
             "results/{dataset}/{summary}/figures/figure1.png",
             caption="../report/figure1.rst",
@@ -29,15 +40,6 @@ rule figures:
             "results/{dataset}/{summary}/figures/figure5b.png",
             caption="../report/figure5b.rst",
             category="3. Figures",
-        ),
-        **horse_c_outputs(
-            {
-                "corruptions": report(
-                    "results/{dataset}/{summary}/figures/corruptions.png",
-                    caption="../report/corruptions.rst",
-                    category="3. Figures",
-                )
-            }
         ),
     log:
         "results/logs/{dataset}/{summary}/figures.log",

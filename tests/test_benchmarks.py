@@ -20,6 +20,7 @@ BENCH = Path(__file__).resolve().parents[1] / "bench"
         ("train_overhead.py", ["--tiny"]),
         ("cpu_defaults.py", ["--tiny"]),
         ("eval_throughput.py", ["--tiny"]),
+        ("corruptions.py", ["--tiny"]),
         ("data.py", ["--tiny"]),
         ("demo.py", ["--tiny"]),
         ("demo.py", ["--tiny", "--config", "config/laptop.yaml"]),

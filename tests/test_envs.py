@@ -33,3 +33,21 @@ def test_env_lock_and_pyproject_agree():
     locked = pins(lock_lines)
     assert {k: locked.get(k) for k in declared} == declared
     assert all("--hash=sha256:" in line for line in lock_lines if not line.startswith("#"))
+
+
+def test_the_corrupt_rules_env_is_the_rules_env_with_the_horse_c_extra():
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    extra = pins(project["optional-dependencies"]["horse-c"])
+    assert len(extra) == len(project["optional-dependencies"]["horse-c"]), "every horse-c dependency is pinned"
+    assert extra["opencv-python"] == pins(project["dependencies"])["opencv-python-headless"]  # one OpenCV, one cv2
+    assert "oodpose[horse-c]" in project["optional-dependencies"]["dev"]  # the tests corrupt frames
+    envs = {name: yaml.safe_load((REPO / "envs" / f"{name}.yaml").read_text()) for name in ("oodpose", "horse-c")}
+    sides = {
+        name: pins(next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))) for name, env in envs.items()
+    }
+    assert sides["horse-c"] == sides["oodpose"] | extra
+    assert envs["horse-c"]["channels"] == envs["oodpose"]["channels"]
+    conda_side = [d for d in envs["horse-c"]["dependencies"] if isinstance(d, str)]
+    assert conda_side == [d for d in envs["oodpose"]["dependencies"] if isinstance(d, str)] + ["libgl"]
+    rules = (REPO / "rules" / "data.smk").read_text().split("rule corrupt:")[1].split("\nrule ")[0]
+    assert '"../envs/horse-c.yaml"' in rules

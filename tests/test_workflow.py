@@ -74,6 +74,15 @@ def test_paper_config_dry_run_counts(workdir):
     assert "results/horse10/summary/findings.md" in plan  # the findings report is part of every study
 
 
+def test_horse_c_overlay_adds_the_corrupted_sets_and_their_scoring_only(workdir):
+    args = ("-n", "--quiet", "rules", "--configfile", "config/config.yaml", "config/horse-c.yaml")
+    counts = job_counts(snakemake(workdir, *args).stdout)
+    assert counts["corrupt"] == 75 and counts["evaluate_corrupted"] == counts["train"] == counts["evaluate"] == 156
+    plan = snakemake(workdir, *args[:1], *args[3:]).stdout
+    assert "results/horse10/summary/corruptions/mce.csv" in plan
+    assert "results/horse10/summary/figures/corruptions.png" in plan
+
+
 def test_modern_config_dry_run_covers_the_paper_and_the_added_backbones(workdir):
     counts = job_counts(snakemake(workdir, "-n", "--quiet", "rules", "--configfile", "config/modern.yaml").stdout)
     assert counts["train"] == counts["evaluate"] == 25 * 3 * 2 * 2 and counts["fetch_weights"] == 25
@@ -286,6 +295,48 @@ def test_a_corrected_imagenet_top1_reaches_the_statistics_and_retrains_nothing(r
     assert table1.loc["efficientnet_lite1", "imagenet_top1"] == 90.0
     metrics = pd.read_csv(summary / "metrics.csv")
     assert set(metrics.loc[metrics["backbone"] == "efficientnet_lite1", "imagenet_top1"]) == {90.0}
+
+
+def with_corruptions(workdir: Path, types: list[str], severities: list[int]) -> str:
+    config = yaml.safe_load((workdir / "config" / "test.yaml").read_text())
+    config["evaluation"] = {"corruptions": {"types": types, "severities": severities}}
+    (workdir / "config" / "horse-c-test.yaml").write_text(yaml.safe_dump(config))
+    return "config/horse-c-test.yaml"
+
+
+@pytest.mark.slow
+def test_horse_c_on_a_finished_study_trains_nothing_and_a_new_corruption_scores_again(run_copy):
+    import pandas as pd
+
+    config = with_corruptions(run_copy, ["gaussian_noise", "contrast"], [1, 5])
+    counts = job_counts(snakemake(run_copy, "-n", "--quiet", "rules", "--configfile", config).stdout)
+    cells = n_cells(yaml.safe_load((run_copy / config).read_text()))
+    expected = {"corrupt": 4, "evaluate_corrupted": cells, "aggregate": 1, "figures": 1, "all": 1}
+    assert counts == expected | {"total": cells + 7}
+    models = sorted((run_copy / "results" / "synthetic").glob("*/*/split*_frac*/model.pt"))
+    stamps = {path: path.stat().st_mtime_ns for path in models}
+    snakemake(run_copy, "--cores", "2", "--configfile", config)
+    assert {path: path.stat().st_mtime_ns for path in models} == stamps  # nothing retrained
+    summary = run_copy / "results" / "synthetic" / "summary"
+    scored = pd.read_csv(run_copy / CELL / "metrics_corrupted.csv")
+    assert set(zip(scored["corruption"], scored["severity"])) == {
+        (c, s) for c in ("gaussian_noise", "contrast") for s in (1, 5)
+    }
+    mce = pd.read_csv(summary / "corruptions" / "mce.csv")
+    assert len(mce) == 3 * 2 * 2 and mce["reference"].eq("efficientnet_lite0 (imagenet)").all()  # no ResNet-50 here
+    assert (summary / "figures" / "corruptions.png").stat().st_size > 1000
+    claims = pd.read_csv(summary / "findings.csv")
+    assert {"f", "g", "h"} <= set(claims["claim"]) and not claims["statistic"].str.startswith("not testable").any()
+    config = with_corruptions(run_copy, ["gaussian_noise", "contrast", "pixelate"], [1, 5])
+    counts = job_counts(snakemake(run_copy, "-n", "--quiet", "rules", "--configfile", config).stdout)
+    assert counts == {
+        "corrupt": 2,
+        "evaluate_corrupted": cells,
+        "aggregate": 1,
+        "figures": 1,
+        "all": 1,
+        "total": cells + 5,
+    }
 
 
 @pytest.mark.slow

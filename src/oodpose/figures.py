@@ -177,6 +177,7 @@ def figure_corruptions(severity: pd.DataFrame, path: Path) -> None:
         hue="backbone",
         style="init",
         col="set",
+        col_order=[SET_NAMES[s] for s in (WITHIN, OOD) if SET_NAMES[s] in set(data["set"])],
         row="fraction",
         kind="line",
         marker="o",
