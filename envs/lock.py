@@ -3,6 +3,10 @@
     pip install --dry-run --ignore-installed --report report.json -e .
     python envs/lock.py report.json > envs/requirements.lock
 
+envs/horse-c.lock, the `corrupt` rule's (envs/horse-c.yaml), is the same lock plus the horse-c extra: resolve
+`-e ".[horse-c]"` with the first lock's versions as constraints (`-c`, without the hashes), then lock.py (and
+its header line says which env it is).
+
 The hashes are those of the files pip chose for Linux x86-64 and CPython 3.11.
 """
 

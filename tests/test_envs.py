@@ -49,5 +49,8 @@ def test_the_corrupt_rules_env_is_the_rules_env_with_the_horse_c_extra():
     assert envs["horse-c"]["channels"] == envs["oodpose"]["channels"]
     conda_side = [d for d in envs["horse-c"]["dependencies"] if isinstance(d, str)]
     assert conda_side == [d for d in envs["oodpose"]["dependencies"] if isinstance(d, str)] + ["libgl"]
+    base = pins((REPO / "envs" / "requirements.lock").read_text().splitlines())
+    locked = pins((REPO / "envs" / "horse-c.lock").read_text().splitlines())
+    assert locked == locked | base | extra and set(locked) - set(base) >= set(extra)  # the base lock, plus the extra
     rules = (REPO / "rules" / "data.smk").read_text().split("rule corrupt:")[1].split("\nrule ")[0]
     assert '"../envs/horse-c.yaml"' in rules

@@ -51,22 +51,12 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("train_dir")
     s.add_argument("cache_path", metavar="cache")
     s.add_argument("--predictions", required=True)
-    s.add_argument("--metrics", required=True)
-    s.add_argument("--device")
-    s.add_argument("--threads", type=int)
-    s.add_argument("--batch-size", type=int)
-    s.add_argument("--test-scale", type=float, help=f"scale of the frames at prediction (default {TEST_SCALE})")
-    s.add_argument("--batchnorm", choices=BATCHNORM_STATISTICS, help="MobileNetV2's statistics at prediction")
+    add_prediction(s)
     s = command("evaluate-corrupted", help="evaluate one trained cell's final model on corrupted sets (Horse-C)")
     s.add_argument("train_dir")
     s.add_argument("cache_path", metavar="cache")
     s.add_argument("--corrupted", required=True, nargs="+", help="folders `oodpose corrupt` wrote")
-    s.add_argument("--metrics", required=True)
-    s.add_argument("--device")
-    s.add_argument("--threads", type=int)
-    s.add_argument("--batch-size", type=int)
-    s.add_argument("--test-scale", type=float, help=f"scale of the frames at prediction (default {TEST_SCALE})")
-    s.add_argument("--batchnorm", choices=BATCHNORM_STATISTICS, help="MobileNetV2's statistics at prediction")
+    add_prediction(s)
     add_summary(command("aggregate", help="the tables, regressions and findings of evaluated cells"))
     s = command("figures", help="the paper's figures of an aggregated summary")
     s.add_argument("summary", help="a folder `oodpose aggregate` wrote")
@@ -75,6 +65,16 @@ def parser() -> argparse.ArgumentParser:
     s = command("check-config", help="check study config files (YAML and schema), naming the line or key at fault")
     s.add_argument("files", nargs="+", metavar="file")
     return p
+
+
+def add_prediction(s: argparse.ArgumentParser) -> None:
+    """The options of the commands that score a trained cell: where the metrics go, and how frames are predicted."""
+    s.add_argument("--metrics", required=True)
+    s.add_argument("--device")
+    s.add_argument("--threads", type=int)
+    s.add_argument("--batch-size", type=int)
+    s.add_argument("--test-scale", type=float, help=f"scale of the frames at prediction (default {TEST_SCALE})")
+    s.add_argument("--batchnorm", choices=BATCHNORM_STATISTICS, help="MobileNetV2's statistics at prediction")
 
 
 def add_summary(s: argparse.ArgumentParser) -> None:
