@@ -291,6 +291,13 @@ def test_check_config_names_the_line_or_key_at_fault(tmp_path, capsys, text, mes
 
 
 def test_check_config_accepts_the_shipped_configs(capsys):
-    configs = sorted((REPO / "config").glob("*.yaml"))
-    cli.main(["check-config", *(str(p) for p in configs if p.name != "schema.yaml")])
-    assert capsys.readouterr().out.count("a valid study config") == len(configs) - 1
+    overlays = ("schema.yaml", "horse-c.yaml")  # the schema, and an overlay that extends a study
+    configs = [p for p in sorted((REPO / "config").glob("*.yaml")) if p.name not in overlays]
+    cli.main(["check-config", *map(str, configs)])
+    assert capsys.readouterr().out.count("a valid study config") == len(configs)
+    paper, horse_c = REPO / "config" / "config.yaml", REPO / "config" / "horse-c.yaml"
+    cli.main(["check-config", "--merged", str(paper), str(horse_c)])
+    assert capsys.readouterr().out.strip() == f"{paper} + {horse_c}: a valid study config"
+    with pytest.raises(SystemExit):  # alone, an overlay is no study
+        cli.main(["check-config", str(horse_c)])
+    assert "'datasets' is a required property" in capsys.readouterr().err

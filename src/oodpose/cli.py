@@ -64,6 +64,12 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--cache", required=True, help="the cache the cells were evaluated on")
     s = command("check-config", help="check study config files (YAML and schema), naming the line or key at fault")
     s.add_argument("files", nargs="+", metavar="file")
+    s.add_argument(
+        "--merged",
+        action="store_true",
+        help="check the files as one study, merged in order as `snakemake --configfile A B` merges them (an "
+        "overlay such as config/horse-c.yaml after the study it extends)",
+    )
     return p
 
 
@@ -200,13 +206,27 @@ def run(command: str, options: dict) -> None:
     elif command == "figures":
         draw_cell_figures(options)
     elif command == "check-config":
-        for path in options["files"]:
-            config = settings.read_config_file(path)
-            try:
-                settings.check_config(config, SCHEMA)
-            except InputError as err:
-                raise InputError(f"{path}: {err}") from None
-            print(f"{path}: a valid study config")
+        check_config_files(options["files"], options.get("merged", False))
+
+
+def check_config_files(paths: list[str], merged: bool) -> None:
+    """`oodpose check-config`: each file a study, or with `merged` all of them one study, as Snakemake merges them."""
+    from snakemake.utils import update_config
+
+    from oodpose import settings
+
+    studies = [(path, settings.read_config_file(path)) for path in paths]
+    if merged:
+        config: dict = {}
+        for _, overlay in studies:
+            update_config(config, overlay)
+        studies = [(" + ".join(paths), config)]
+    for name, config in studies:
+        try:
+            settings.check_config(config, SCHEMA)
+        except InputError as err:
+            raise InputError(f"{name}: {err}") from None
+        print(f"{name}: a valid study config")
 
 
 def aggregate_cells(options: dict) -> None:
