@@ -4,7 +4,8 @@ The WACV 2021 version of the paper added Horse-C, Horse-10 under ImageNet-C's co
 Dietterich, ICLR 2019), to test robustness to a second kind of shift. The corruptions come from
 imagecorruptions-imaug, the maintained fork of the reference `imagecorruptions` (Michaelis et al., 2019), which
 current scikit-image and numpy 2 break. Each (frame, corruption, severity) is corrupted under its own seed,
-derived from the three, so two runs and two machines give the same pixels. A dataset is corrupted once, into
+derived from the three, so every run and machine draws the same noise: two runs give the same pixels, and
+machines differ at most where their floating point rounds a filter differently. A dataset is corrupted once, into
 one folder per corruption and severity beside its cache: corrupting inside every cell's evaluation would
 repeat the same CPU-hours per cell (bench/corruptions.py measures both costs).
 """

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -158,6 +159,26 @@ def cell_sets(cache: Cache, split: int, fraction: int, held_out: int) -> dict[st
     return {set_: cache.frames(split, fraction, set_, held_out=held_out) for set_ in names}
 
 
+class PooledSets(NamedTuple):
+    """A cell's sets as one batch to predict: the rows, their keypoints and scales, and each row's set."""
+
+    rows: np.ndarray
+    truth: np.ndarray
+    scale: np.ndarray
+    set_of: np.ndarray
+
+    @classmethod
+    def of(cls, cache: Cache, sets: dict[str, np.ndarray]) -> PooledSets:
+        rows = np.concatenate(list(sets.values()))
+        set_of = np.concatenate([[set_] * len(r) for set_, r in sets.items()])
+        return cls(rows, cache.keypoints[rows], cache.index["scale"].to_numpy()[rows], set_of)
+
+    def metrics(self, pred: np.ndarray, bodyparts: list[str]) -> dict[str, pd.DataFrame]:
+        """`keypoint_metrics` of each set, from the batch's predictions."""
+        chosen = {set_: self.set_of == set_ for set_ in dict.fromkeys(self.set_of)}
+        return {s: keypoint_metrics(pred[c], self.truth[c], self.scale[c], bodyparts) for s, c in chosen.items()}
+
+
 def open_cell(train_dir: Path, cache_path: str | Path) -> tuple[dict, Cache]:
     """A trained cell's settings and the cache it was trained on (checked to be that cache)."""
     settings_path = train_dir / "settings.json"
@@ -207,17 +228,14 @@ def evaluate(
     rt = runtime(device, threads)
     split, fraction = int(settings["split"]), int(settings["fraction"])
     sets = cell_sets(cache, split, fraction, int(settings.get("validation_individuals", 0)))
-    rows = np.concatenate(list(sets.values()))
+    batch = PooledSets.of(cache, sets)
+    rows = batch.rows
     checkpoints = sorted(train_dir.glob("snapshots/weights-*.pt")) + [train_dir / "model.pt"]
-    truth, scale = cache.keypoints[rows], cache.index["scale"].to_numpy()[rows]
-    set_of = np.concatenate([[set_] * len(r) for set_, r in sets.items()])
     tables = []
     for path in checkpoints:
         model, iteration = load_trained(path, settings, len(cache.bodyparts))
         pred = predict_frames(model, cache, rows, rt, test_scale, batch_size, batchnorm)
-        for set_ in sets:
-            chosen = set_of == set_
-            table = keypoint_metrics(pred[chosen], truth[chosen], scale[chosen], cache.bodyparts)
+        for set_, table in batch.metrics(pred, cache.bodyparts).items():
             tables.append(table.assign(iteration=iteration, set=set_))
     frames = cache.index["frame"].to_numpy()[rows].tolist()
     with atomic_file(predictions) as tmp:
@@ -246,14 +264,13 @@ def evaluate_corrupted(
         raise InputError(f"{train_dir}: a search cell is scored on validation horses, never on corrupted test frames")
     rt = runtime(device, threads)
     sets = {s: cache.frames(int(settings["split"]), int(settings["fraction"]), s) for s in (WITHIN, OOD)}
+    batch = PooledSets.of(cache, sets)
     model, _ = load_trained(train_dir / "model.pt", settings, len(cache.bodyparts))
-    scale = cache.index["scale"].to_numpy()
     tables = []
     for folder in map(Path, corrupted):
         view, meta = corrupted_view(cache, folder)
-        for set_, rows in sets.items():
-            pred = predict_frames(model, view, rows, rt, test_scale, batch_size, batchnorm)
-            table = keypoint_metrics(pred, cache.keypoints[rows], scale[rows], cache.bodyparts)
+        pred = predict_frames(model, view, batch.rows, rt, test_scale, batch_size, batchnorm)
+        for set_, table in batch.metrics(pred, cache.bodyparts).items():
             tables.append(table.assign(corruption=meta["corruption"], severity=int(meta["severity"]), set=set_))
     if not tables:
         raise InputError("no corrupted sets to evaluate on; list some in evaluation.corruptions")
