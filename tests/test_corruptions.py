@@ -248,3 +248,28 @@ def test_horse_c_claims_follow_the_numbers():
     assert untested.loc[["f", "g", "h"], "statistic"].str.startswith("not testable").all()
     one_severity = cells_table(0.1, 0.01, -0.01).query("severity == 3")
     assert findings(clean, horse10=False, corrupted=one_severity).set_index("claim").loc["g", "n"] == 0
+
+
+def test_a_misspelt_corruption_in_a_config_is_named_by_its_key():
+    from oodpose.cli import SCHEMA
+    from oodpose.settings import check_config
+
+    config = read_yaml_mapping(REPO / "config" / "test.yaml", "a config")
+    config["evaluation"]["corruptions"]["types"] = ["gaussian"]
+    with pytest.raises(InputError, match=r"evaluation\.corruptions\.types\[0\]: 'gaussian' is not one of"):
+        check_config(config, SCHEMA)
+
+
+def test_frames_too_small_to_corrupt_stop_before_any_work(synthetic_cache, tmp_path, monkeypatch):
+    monkeypatch.setattr("oodpose.corruptions.MIN_SIZE", 10_000)  # every synthetic frame is then too small
+    with pytest.raises(InputError, match=r"frame labeled-data/.* is smaller than 10000 pixels"):
+        corrupt_cache(synthetic_cache, tmp_path / "set", "contrast", 1)
+    assert not list(tmp_path.iterdir())  # nothing half-written
+
+
+def test_a_search_cell_is_never_scored_on_corrupted_frames(synthetic_cache, trained_cell, corrupted_set, tmp_path):
+    cell = shutil.copytree(trained_cell, tmp_path / "cell")
+    settings = json.loads((cell / "settings.json").read_text())
+    (cell / "settings.json").write_text(json.dumps(settings | {"validation_individuals": 1}))
+    with pytest.raises(InputError, match="validation horses"):
+        evaluate_corrupted(cell, synthetic_cache, [corrupted_set], tmp_path / "m.csv", device="cpu")
