@@ -21,8 +21,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 from common import machine, synthetic_cache  # noqa: E402
 
-from oodpose.corruptions import CORRUPTIONS, SEVERITIES, corrupt, horse_c_rows  # noqa: E402
+from oodpose.corruptions import corrupt, horse_c_rows  # noqa: E402
 from oodpose.data.cache import Cache  # noqa: E402
+from oodpose.study import CORRUPTIONS, SEVERITIES  # noqa: E402
 
 HORSE10_FRAMES = 8114
 PAPER_CELLS = 156

@@ -11,7 +11,6 @@ from snakemake.utils import validate
 
 from oodpose.atomic import check_writable
 from oodpose.backbones import GENERIC_FAMILY, backbone_metadata, load_backbones
-from oodpose.corruptions import CORRUPTIONS, SEVERITIES
 from oodpose.data.cache import dataset_files
 from oodpose.data.horse10 import BENCHMARK_FILES
 from oodpose.data.splits import official_split_files
@@ -34,6 +33,7 @@ from oodpose.settings import (
 from oodpose.study import (
     CELL_DIR,
     CORRUPTED_DIR,
+    CORRUPTIONS,
     DATASET_NAME,
     INITS,
     PRETRAINED,
@@ -41,6 +41,7 @@ from oodpose.study import (
     SEARCH_DIR,
     SELECTED_ON,
     SELECTIONS,
+    SEVERITIES,
     VALIDATION,
     Cell,
     SearchCell,
@@ -473,15 +474,19 @@ def study_schedule_records(wildcards):
     ]
 
 
-def corrupted_sets(wildcards):
-    """The corrupted sets (Horse-C) a cell of this dataset is scored on: evaluation.corruptions' types x
-    severities."""
+def horse_c_sets(dataset):
+    """A dataset's corrupted sets (Horse-C): evaluation.corruptions' types x severities."""
     return expand(
         CORRUPTED_DIR,
-        dataset=wildcards.dataset,
+        dataset=dataset,
         corruption=HORSE_C["types"],
         severity=HORSE_C["severities"],
     )
+
+
+def corrupted_sets(wildcards):
+    """The corrupted sets a cell is scored on: its dataset's."""
+    return horse_c_sets(wildcards.dataset)
 
 
 def horse_c_summary(pattern):
@@ -512,12 +517,7 @@ def run_folders():
             for name in ("cache", "summary", "partial_summary")
         ]
         if HORSE_C:
-            folders += expand(
-                CORRUPTED_DIR,
-                dataset=dataset,
-                corruption=HORSE_C["types"],
-                severity=HORSE_C["severities"],
-            )
+            folders += horse_c_sets(dataset)
     for cell in cells:
         logs = cell.folder.replace("results/", "results/logs/", 1)
         folders += [cell.folder, f"{cell.folder}/snapshots", logs]

@@ -273,3 +273,8 @@ def test_a_search_cell_is_never_scored_on_corrupted_frames(synthetic_cache, trai
     (cell / "settings.json").write_text(json.dumps(settings | {"validation_individuals": 1}))
     with pytest.raises(InputError, match="validation horses"):
         evaluate_corrupted(cell, synthetic_cache, [corrupted_set], tmp_path / "m.csv", device="cpu")
+
+
+def test_no_corrupted_set_to_score_is_named_before_any_work(tmp_path):
+    with pytest.raises(InputError, match="no corrupted sets to evaluate on; list some in evaluation.corruptions"):
+        evaluate_corrupted(tmp_path / "no-cell", tmp_path / "no-cache", [], tmp_path / "m.csv", device="cpu")

@@ -15,13 +15,12 @@ import sys
 
 import yaml
 
-from oodpose.corruptions import CORRUPTIONS, SEVERITIES
 from oodpose.errors import InputError
 from oodpose.logs import FORMAT
 from oodpose.settings import TEST_SCALE, TrainConfig
 from oodpose.settings import DatasetSettings as Dataset
 from oodpose.settings import SyntheticSettings as Synthetic
-from oodpose.study import AUGMENTATIONS, BATCHNORM_STATISTICS, INITS, NORMALISATIONS
+from oodpose.study import AUGMENTATIONS, BATCHNORM_STATISTICS, CORRUPTIONS, INITS, NORMALISATIONS, SEVERITIES
 
 SCHEMA = yaml.safe_load((importlib.resources.files("oodpose") / "config.schema.yaml").read_text())
 

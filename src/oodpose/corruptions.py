@@ -27,27 +27,9 @@ import numpy as np
 from oodpose.atomic import atomic_dir
 from oodpose.data.cache import Cache
 from oodpose.errors import InputError
-from oodpose.study import OOD, WITHIN
+from oodpose.study import CORRUPTIONS, OOD, SEVERITIES, WITHIN
 
 LIBRARY = "imagecorruptions-imaug"
-CORRUPTIONS = (  # ImageNet-C's 15, in its order: noise, blur, weather, digital
-    "gaussian_noise",
-    "shot_noise",
-    "impulse_noise",
-    "defocus_blur",
-    "glass_blur",
-    "motion_blur",
-    "zoom_blur",
-    "snow",
-    "frost",
-    "fog",
-    "brightness",
-    "contrast",
-    "elastic_transform",
-    "pixelate",
-    "jpeg_compression",
-)
-SEVERITIES = (1, 2, 3, 4, 5)
 OWN_GENERATOR = {"impulse_noise", "glass_blur"}  # these draw from their own generator, seeded by argument
 MIN_SIZE = 32  # the library's smallest width and height
 

@@ -258,6 +258,8 @@ def evaluate_corrupted(
 ) -> pd.DataFrame:
     """Evaluate a cell's final model on its test frames (within domain and out of domain) in each corrupted
     set (`oodpose.corruptions`), one row per corruption, severity, set and bodypart."""
+    if not corrupted:
+        raise InputError("no corrupted sets to evaluate on; list some in evaluation.corruptions")
     train_dir = Path(train_dir)
     settings, cache = open_cell(train_dir, cache_path)
     if int(settings.get("validation_individuals", 0)):
@@ -272,7 +274,5 @@ def evaluate_corrupted(
         pred = predict_frames(model, view, batch.rows, rt, test_scale, batch_size, batchnorm)
         for set_, table in batch.metrics(pred, cache.bodyparts).items():
             tables.append(table.assign(corruption=meta["corruption"], severity=int(meta["severity"]), set=set_))
-    if not tables:
-        raise InputError("no corrupted sets to evaluate on; list some in evaluation.corruptions")
     identity = cell_identity(settings, test_scale, batchnorm)
     return write_metrics(tables, identity, ["corruption", "severity", "set"], metrics)

@@ -13,8 +13,7 @@ import numpy as np
 import pandas as pd
 
 from oodpose.analysis import REGRESSION_COLUMNS, fit_on_top1
-from oodpose.corruptions import CORRUPTIONS
-from oodpose.study import OOD, PRETRAINED, SCRATCH, WITHIN
+from oodpose.study import CORRUPTIONS, OOD, PRETRAINED, SCRATCH, WITHIN
 
 REFERENCE = "resnet50"
 METRICS = ["normalised_error", "pck"]

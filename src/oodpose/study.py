@@ -27,6 +27,24 @@ TRAIN_LOG = "train_log.csv"  # in a cell's folder: every iteration's loss and le
 AUGMENTATIONS = ("paper", "imgaug", "none")  # training augmentation presets (oodpose.data.augment.PRESETS)
 NORMALISATIONS = ("weights", "deeplabcut")  # input scaling: the weights' own, or DeepLabCut 2.x's mean subtraction
 BATCHNORM_STATISTICS = ("running", "per_frame")  # at evaluation, for networks that train their batch norm
+CORRUPTIONS = (  # Horse-C's: ImageNet-C's 15 common corruptions, in its order (noise, blur, weather, digital)
+    "gaussian_noise",
+    "shot_noise",
+    "impulse_noise",
+    "defocus_blur",
+    "glass_blur",
+    "motion_blur",
+    "zoom_blur",
+    "snow",
+    "frost",
+    "fog",
+    "brightness",
+    "contrast",
+    "elastic_transform",
+    "pixelate",
+    "jpeg_compression",
+)
+SEVERITIES = (1, 2, 3, 4, 5)  # of each corruption (oodpose.corruptions)
 DATASET_NAME = "[A-Za-z0-9_-]+"  # a dataset's name is a path component and a Snakemake wildcard
 
 
