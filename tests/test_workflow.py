@@ -190,9 +190,14 @@ def finished_run(tmp_path_factory) -> Path:
 
 
 @pytest.fixture
-def run_copy(finished_run, tmp_path) -> Path:
-    """A private copy of the finished run (outputs, Snakemake's records, timestamps), free to change."""
-    return Path(shutil.copytree(finished_run, tmp_path / "run", symlinks=True))
+def run_copy(finished_run, tmp_path):
+    """A private copy of the finished run (outputs, Snakemake's records, timestamps), free to change.
+
+    Removed after its test: a copy is about 1.5 GB (mostly snapshots), and nine kept to the session's end
+    filled CI's disk."""
+    copy = Path(shutil.copytree(finished_run, tmp_path / "run", symlinks=True))
+    yield copy
+    shutil.rmtree(copy, ignore_errors=True)
 
 
 @pytest.mark.slow
