@@ -194,7 +194,7 @@ def run_copy(finished_run, tmp_path):
     """A private copy of the finished run (outputs, Snakemake's records, timestamps), free to change.
 
     Removed after its test: a copy is about 1.5 GB (mostly snapshots), and nine kept to the session's end
-    filled CI's disk."""
+    (about 13.5 GB) are more than CI's disk can be counted on to have free."""
     copy = Path(shutil.copytree(finished_run, tmp_path / "run", symlinks=True))
     yield copy
     shutil.rmtree(copy, ignore_errors=True)
