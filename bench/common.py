@@ -133,7 +133,7 @@ def bare_step(
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     run.model.to(memory_format=fmt).train()
     if loop_canvases:
-        loader = batches(cache, training_rows(cache, cfg), cfg, run.rt, 0)
+        loader = batches(cache, training_rows(cache, cfg), cfg, run.rt, 0, run.rt.workers)
     else:  # the canvas every batch of 'none' has
         loader = [next(iter(torch.utils.data.DataLoader(PoseDataset(cache, training_rows(cache, cfg)), batch_size=8)))]
     on_device = [
@@ -170,7 +170,7 @@ def loader_seconds(cache_path: Path, backbone: str, init: str, iterations: int, 
 
     cfg = TrainConfig(str(cache_path), "", backbone, init, iterations=iterations, threads=threads, workers=0)
     cache = Cache(cache_path)
-    loader = iter(batches(cache, training_rows(cache, cfg), cfg, runtime("cpu", threads, 0), 0))
+    loader = iter(batches(cache, training_rows(cache, cfg), cfg, runtime("cpu", threads, 0), 0, 0))
     times = []
     for _ in range(iterations):
         start = time.perf_counter()

@@ -19,7 +19,7 @@ from oodpose import paper
 from oodpose.backbones import DEFAULT_TABLE, Backbone, get_backbone
 from oodpose.errors import InputError
 from oodpose.schedule import cell_schedule
-from oodpose.study import AUGMENTATIONS, DATASET_NAME, NORMALISATIONS, PRETRAINED
+from oodpose.study import AUGMENTATIONS, DATASET_NAME, NORMALISATIONS, PRETRAINED, Cell, SearchCell
 
 GLOBAL_SCALE = 0.8  # DeepLabCut's global_scale: frames are resized by it before the network
 POS_DIST_THRESH = 17.0  # DeepLabCut's pos_dist_thresh: radius of a joint's positive disk, in pixels
@@ -196,6 +196,24 @@ def train_config(training: dict, **fields) -> TrainConfig:
     chosen |= {k: str(chosen[k]) for k in PATH_FIELDS if k in chosen}
     chosen |= {k: int(chosen[k]) for k in ("split", "fraction") if k in chosen}
     return TrainConfig(**chosen).resolved()
+
+
+def fusion_group(config: dict, cell: Cell, n_splits: int) -> list[Cell]:
+    """The cells that `cell`'s training job may train with it under `training: fuse` (oodpose.fused): those of
+    its study, or of its search and schedule, that differ from it only in split and fraction, so that they share
+    its network and schedule. A cell outside them trains alone. `n_splits`, the dataset's, for a search over all.
+    """
+    if isinstance(cell, SearchCell):
+        matrix = config["search"]
+        splits, fractions = matrix["splits"] or range(1, n_splits + 1), [matrix["fraction"]]
+        datasets = config["study"]["datasets"]
+    else:
+        matrix = config["study"]
+        splits, fractions, datasets = matrix["splits"], matrix["fractions"], matrix["datasets"]
+    group = [dataclasses.replace(cell, split=int(s), fraction=int(f)) for s in splits for f in fractions]
+    ours = cell.dataset in datasets and cell.init in matrix["inits"]
+    ours = ours and cell.backbone in paper.study_backbones(matrix["backbones"])
+    return group if ours and cell in group else [cell]
 
 
 def yaml_mistake(err: yaml.MarkedYAMLError) -> str:

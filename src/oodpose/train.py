@@ -14,6 +14,7 @@ weights at `curve_iterations`, for learning curves), ``train_log.csv`` and ``set
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import errno
@@ -25,6 +26,7 @@ import random
 import shutil
 import signal
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -144,7 +146,10 @@ def rewind_log(path: Path, iteration: int) -> None:
     if not path.exists():
         return
     with open(path, newline="") as f:
-        rows = [r for r in csv.DictReader(f) if int(r["iteration"]) < iteration]
+        logged = list(csv.DictReader(f))
+    rows = [r for r in logged if int(r["iteration"]) < iteration]
+    if len(rows) == len(logged):
+        return  # a finished cell's log stays as it is
     with atomic_file(path) as tmp, open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, LOG_FIELDS)
         writer.writeheader()
@@ -364,21 +369,49 @@ def training_rows(cache: Cache, cfg: TrainConfig) -> np.ndarray:
     return rows
 
 
-def batches(cache: Cache, rows: np.ndarray, cfg: TrainConfig, rt: Runtime, start: int) -> DataLoader:
+def batches(cache: Cache, rows: np.ndarray, cfg: TrainConfig, rt: Runtime, start: int, workers: int) -> DataLoader:
     """The run's augmented batches from iteration `start` on, as the seed orders them (so a resumed run
     sees the batches it would have seen)."""
     return DataLoader(
         PoseDataset(cache, rows, cfg.augmentation, global_scale=cfg.global_scale),
         batch_sampler=RunSampler(len(rows), cfg.batch_size, cfg.seed, start, cfg.iterations),
-        num_workers=rt.workers,
+        num_workers=workers,
         pin_memory=rt.pin_memory,
-        prefetch_factor=4 if rt.workers else None,
+        prefetch_factor=4 if workers else None,
     )
 
 
-def train(config: TrainConfig) -> Path:
-    """Train (or resume) one cell; returns the path of the final ``model.pt``."""
-    # --- setup: data, network, optimiser
+@dataclass
+class CellTraining:
+    """One cell's training in progress: its run, where it is, and what it has not logged yet. A job trains one
+    or, fused (`oodpose.fused`), several; nothing here is shared between cells."""
+
+    cfg: TrainConfig
+    run: Run
+    step: Callable
+    identity: dict
+    defines: dict
+    settings: dict
+    batches: Iterator
+    iteration: int  # the next iteration to run
+    stream: torch.cuda.Stream | None  # on CUDA, the cell's own stream, so that fused cells overlap
+    pending: list[dict] = dataclasses.field(default_factory=list)
+    saved_at: int = -1  # the iteration of its newest resume snapshot
+    error: str | None = None  # why it stopped early: its loss was not finite
+    tick: float = dataclasses.field(default_factory=time.perf_counter)
+
+    @property
+    def out(self) -> Path:
+        return Path(self.cfg.out)
+
+    @property
+    def finished(self) -> bool:
+        return self.iteration >= self.cfg.iterations
+
+
+def start_cell(config: TrainConfig, workers: int | None = None) -> CellTraining:
+    """Set up one cell: its data, network and optimiser, resumed from its newest snapshot if it has one;
+    `workers`, its share of the job's loader workers."""
     backbone = get_backbone(config.backbone, config.backbones_table)  # the job reads its row once
     cfg = config.resolved(backbone)
     out, snapshots = Path(cfg.out), Path(cfg.out) / "snapshots"
@@ -387,54 +420,108 @@ def train(config: TrainConfig) -> Path:
     cache = Cache(cfg.cache)
     rows = training_rows(cache, cfg)
     run = build_run(cfg, len(cache.bodyparts), backbone)
-    # --- resume from this cell's newest snapshot, if any
     identity = {"backbone": cfg.backbone, "init": cfg.init, "split": cfg.split, "fraction": cfg.fraction}
     defines = {"settings": result_settings(cfg), "cache": cache.fingerprint}
     start = resume(run, snapshots, identity, defines)
-    log_path = out / TRAIN_LOG
-    rewind_log(log_path, start)
+    rewind_log(out / TRAIN_LOG, start)
     step = step_function(run, cfg)
     settings = write_settings(cfg, run, cache, out / "settings.json", graphed=isinstance(step, GraphedStep))
-    loader = batches(cache, rows, cfg, run.rt, start)
-    # --- the loop
-    stop = StopRequest()
-    pending: list[dict] = []
+    loader = batches(cache, rows, cfg, run.rt, start, run.rt.workers if workers is None else workers)
+    cuda = run.rt.device.type == "cuda"
     run.model.train()
-    progress = tqdm(total=cfg.iterations, initial=start, desc=f"train {cfg.backbone}/{cfg.init}", mininterval=5)
-    tick = time.perf_counter()
+    return CellTraining(
+        cfg, run, step, identity, defines, settings, iter(loader), start, torch.cuda.Stream() if cuda else None
+    )
+
+
+def train(config: TrainConfig) -> Path:
+    """Train (or resume) one cell; returns the path of the final ``model.pt``."""
+    cell = start_cell(config)
+    train_cells([cell])
+    if cell.error:
+        raise FloatingPointError(cell.error)
+    return save_model(cell)
+
+
+def train_cells(cells: list[CellTraining]) -> None:
+    """Train `cells` to their last iteration, each in turn at every round (on CUDA, each on its own stream, so
+    that one cell's kernels run while the host launches the next's). A cell whose loss is not finite stops
+    there, with its reason in `cell.error`, and the others go on; SIGTERM snapshots every cell, then exits."""
+    stop = StopRequest()
+    active = [c for c in cells if not c.finished]
+    total = sum(c.cfg.iterations for c in cells)
+    names = ", ".join(f"split{c.cfg.split}_frac{c.cfg.fraction}" for c in cells)
+    desc = f"train {cells[0].cfg.backbone}/{cells[0].cfg.init}" + (f" ({names})" if len(cells) > 1 else "")
+    progress = tqdm(total=total, initial=sum(c.iteration for c in cells), desc=desc, mininterval=5)
     try:
-        for iteration, (images, keypoints, scales, _) in enumerate(loader, start=start):
-            # step
-            lr = learning_rate(iteration, cfg.iterations, cfg.ilr, cfg.final_lr, cfg.cycles)
-            images = images.to(run.rt.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
-            set_learning_rate(run, lr)
-            losses = step(images, *(t.to(run.rt.device, non_blocking=True) for t in (keypoints, scales)))
-            now = time.perf_counter()
-            pending.append({"iteration": iteration, "lr": lr, "seconds": now - tick, "losses": losses})
-            tick = now
-            progress.update(1)
-            done = iteration + 1
-            # log: losses reach the host only here
-            snapshot_due = done % cfg.snapshot_every == 0 or done == cfg.iterations or stop.requested
-            if snapshot_due or done % LOG_EVERY == 0 or done in cfg.curve_iterations:
-                logged = log_rows(pending)
-                append_log(log_path, logged)  # the log shows the losses up to a failure, too
-                pending = []
-                check_finite(logged)  # before any snapshot: NaN weights are never saved
-                progress.set_postfix(loss=f"{logged[-1]['loss']:.4f}", refresh=False)
-            # snapshots: learning-curve weights, then resume state
-            if done in cfg.curve_iterations:
-                save_atomic({"iteration": done, "model": run.model.state_dict()}, snapshots / f"weights-{done:07d}.pt")
-            if snapshot_due:
-                save_snapshot(run, done, identity, defines, snapshots)
+        while active:
+            for cell in active:
+                with stream_of(cell):
+                    advance(cell, stop.requested)
+                progress.update(1)
+            active = [c for c in active if not (c.finished or c.error)]
             if stop.requested:
-                log.warning("SIGTERM: snapshot written at iteration %d; rerun to resume", done)
+                for cell in active:
+                    with stream_of(cell):
+                        snapshot(cell)
+                log.warning("SIGTERM: snapshots written at iteration %s; rerun to resume", names_at(active))
                 raise SystemExit(143)
     finally:
         progress.close()
         stop.restore()
-    final = out / "model.pt"
-    save_atomic({"iteration": cfg.iterations, "model": run.model.state_dict(), "settings": settings}, final)
+
+
+def stream_of(cell: CellTraining):
+    return torch.cuda.stream(cell.stream) if cell.stream is not None else contextlib.nullcontext()
+
+
+def names_at(cells: list[CellTraining]) -> str:
+    return ", ".join(f"{c.iteration} ({c.out})" for c in cells)
+
+
+def advance(cell: CellTraining, stopping: bool) -> None:
+    """One iteration of one cell: the step, then its log, learning-curve weights and snapshot when due."""
+    cfg, run = cell.cfg, cell.run
+    iteration = cell.iteration
+    images, keypoints, scales, _ = next(cell.batches)
+    lr = learning_rate(iteration, cfg.iterations, cfg.ilr, cfg.final_lr, cfg.cycles)
+    images = images.to(run.rt.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+    set_learning_rate(run, lr)
+    losses = cell.step(images, *(t.to(run.rt.device, non_blocking=True) for t in (keypoints, scales)))
+    now = time.perf_counter()
+    cell.pending.append({"iteration": iteration, "lr": lr, "seconds": now - cell.tick, "losses": losses})
+    cell.tick, cell.iteration = now, iteration + 1
+    done = cell.iteration
+    # log: losses reach the host only here
+    snapshot_due = done % cfg.snapshot_every == 0 or done == cfg.iterations or stopping
+    if snapshot_due or done % LOG_EVERY == 0 or done in cfg.curve_iterations:
+        logged = log_rows(cell.pending)
+        append_log(cell.out / TRAIN_LOG, logged)  # the log shows the losses up to a failure, too
+        cell.pending = []
+        cell.error = first_non_finite(logged)  # before any snapshot: NaN weights are never saved
+        if cell.error:
+            log.error("%s: %s", cell.out, cell.error)
+            return
+    # snapshots: learning-curve weights, then resume state
+    if done in cfg.curve_iterations:
+        weights = {"iteration": done, "model": run.model.state_dict()}
+        save_atomic(weights, cell.out / "snapshots" / f"weights-{done:07d}.pt")
+    if snapshot_due:
+        snapshot(cell)
+
+
+def snapshot(cell: CellTraining) -> None:
+    if cell.saved_at != cell.iteration:
+        save_snapshot(cell.run, cell.iteration, cell.identity, cell.defines, cell.out / "snapshots")
+        cell.saved_at = cell.iteration
+
+
+def save_model(cell: CellTraining) -> Path:
+    """The cell's final weights and settings, which evaluation reads."""
+    final = cell.out / "model.pt"
+    save_atomic(
+        {"iteration": cell.cfg.iterations, "model": cell.run.model.state_dict(), "settings": cell.settings}, final
+    )
     return final
 
 
@@ -450,14 +537,15 @@ def log_rows(pending: list[dict]) -> list[dict]:
     ]
 
 
-def check_finite(rows: list[dict]) -> None:
-    """Stop at the first non-finite loss, naming its iteration and learning rate."""
+def first_non_finite(rows: list[dict]) -> str | None:
+    """Why training must stop at the first non-finite loss, naming its iteration and learning rate; else None."""
     for row in rows:
         if not math.isfinite(row["loss"]):
-            raise FloatingPointError(
+            return (
                 f"loss is {row['loss']} at iteration {row['iteration']} (learning rate {row['lr']:g}); "
                 "lower the initial learning rate (--ilr) or check the labels"
             )
+    return None
 
 
 def append_log(path: Path, rows: list[dict]) -> None:

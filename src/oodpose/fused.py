@@ -1,0 +1,99 @@
+"""Train a cell with the unfinished cells of its group in one process (config: `training: fuse`).
+
+At the paper's batch of 8 small frames a GPU mostly waits for the host to launch kernels
+(bench/README.md). The cells of one backbone and init differ only in split and fraction: one process
+can keep the GPU busy with several, each cell's step on its own CUDA stream (replayed from its own
+CUDA graphs where those are on) while the host launches the next cell's. Every cell keeps its own
+data, network, optimiser, learning rate, snapshots and log, and nothing couples them, so each ends
+where it would alone (bitwise on CPU, tested).
+
+A training job asks for its own cell. With fusion on it also takes the cells of its group
+(`oodpose.settings.fusion_group`) that have neither a model nor a final snapshot and that no other
+job is training: a lock per cell folder (flock, released by the kernel when a job dies) keeps two
+jobs off one cell, and a job whose cell another is training waits for it. A job writes only its own
+cell's ``model.pt``; the other cells' jobs then find their final snapshots and write theirs in
+seconds. So each cell stays its own Snakemake job (rerun alone, retrained when its params change,
+resumed after pre-emption), and a cell that diverges stops alone: the job goes on with the others,
+and that cell's own job fails with the reason.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fcntl
+import logging
+from pathlib import Path
+
+from oodpose.data.cache import Cache
+from oodpose.device import runtime
+from oodpose.settings import TrainConfig, fusion_group
+from oodpose.study import Cell
+from oodpose.train import CellTraining, save_model, start_cell, train_cells
+
+log = logging.getLogger(__name__)
+LOCK = ".train.lock"  # in a cell's folder: held by the job that trains the cell
+
+
+def train_with_group(config: TrainConfig, cell: Cell, study_config: dict) -> Path:
+    """Train `cell` (its settings `config`) with the unfinished cells of its group; returns its ``model.pt``."""
+    n_splits = len(Cache(config.cache).splits["split"].unique())
+    siblings = [c for c in fusion_group(study_config, cell, n_splits) if c != cell]
+    with contextlib.ExitStack() as locks:
+        locks.enter_context(cell_lock(Path(config.out)))
+        taken = [
+            c
+            for c in siblings
+            if unfinished(sibling_config(config, c)) and locks.enter_context(cell_lock(Path(c.folder), wait=False))
+        ]
+        configs = [config, *(sibling_config(config, c) for c in taken)]
+        if taken:
+            log.info("fused: training %s with %s", cell.folder, ", ".join(c.folder for c in taken))
+        cells = start_cells(configs)
+        train_cells(cells)
+        for other in cells[1:]:
+            if other.error:
+                log.error("%s stopped (%s); its own job will say so", other.out, other.error)
+    own = cells[0]
+    if own.error:
+        raise FloatingPointError(own.error)
+    return save_model(own)
+
+
+def sibling_config(config: TrainConfig, cell: Cell) -> TrainConfig:
+    """A group cell's settings: this job's, in its split, fraction and folder (a group shares all the rest)."""
+    return dataclasses.replace(config, split=cell.split, fraction=cell.fraction, out=cell.folder)
+
+
+def unfinished(config: TrainConfig) -> bool:
+    """Neither a model nor a final snapshot: a cell with either is its own job's to finish, or to retrain."""
+    out = Path(config.out)
+    final = out / "snapshots" / f"snapshot-{config.iterations:07d}.pt"
+    return not (out / "model.pt").exists() and not final.exists()
+
+
+def start_cells(configs: list[TrainConfig]) -> list[CellTraining]:
+    """Each cell set up, with an equal share of the job's loader workers."""
+    first = configs[0]
+    workers = runtime(first.device, first.threads, first.workers, first.amp).workers
+    share = max(1, workers // len(configs)) if workers else 0
+    return [start_cell(c, share) for c in configs]
+
+
+@contextlib.contextmanager
+def cell_lock(folder: Path, wait: bool = True):
+    """Hold a cell folder's lock for the block; yields whether it is held (with `wait`, after waiting for it)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / LOCK, "a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if not wait:
+                yield False
+                return
+            log.info("%s: another job is training this cell; waiting for it", folder)
+            fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield True
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)

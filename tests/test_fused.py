@@ -1,0 +1,160 @@
+"""Fused training (oodpose.fused): a job trains its cell with the unfinished cells of its group, and every cell
+ends where it would alone."""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from oodpose import train as train_module
+from oodpose.fused import cell_lock, train_with_group
+from oodpose.settings import TrainConfig, fusion_group
+from oodpose.study import Cell, SearchCell
+from oodpose.train import train
+
+STUDY = {
+    "study": {
+        "datasets": ["synthetic"],
+        "backbones": ["mobilenetv2_035"],
+        "inits": ["scratch"],
+        "splits": [1, 2],
+        "fractions": [50, 20],
+    },
+    "search": {"backbones": ["mobilenetv2_035"], "inits": ["scratch"], "splits": [], "fraction": 50},
+}
+OWN = Cell("synthetic", "mobilenetv2_035", "scratch", 1, 50)
+GROUP = [dataclasses.replace(OWN, split=s, fraction=f) for s in (1, 2) for f in (50, 20)]
+
+
+def cell_config(cache: Path, cell: Cell, **kw) -> TrainConfig:
+    """MobileNetV2 from scratch trains its batch norm statistics: fused cells must keep theirs apart too."""
+    base = dict(out=cell.folder, iterations=8, snapshot_every=4, batch_size=2, device="cpu", threads=2)
+    return TrainConfig(cache=str(cache), **{**base, **kw}, **cell_fields(cell))
+
+
+def cell_fields(cell: Cell) -> dict:
+    return dict(backbone=cell.backbone, init=cell.init, split=cell.split, fraction=cell.fraction)
+
+
+def final_weights(cell: Cell) -> dict:
+    """The cell's final weights: its model.pt, else (a group cell whose own job has not run) its final snapshot."""
+    folder = Path(cell.folder)
+    path = folder / "model.pt" if (folder / "model.pt").exists() else folder / "snapshots" / "snapshot-0000008.pt"
+    return torch.load(path, weights_only=False)["model"]
+
+
+def losses(cell: Cell) -> pd.DataFrame:
+    return pd.read_csv(Path(cell.folder) / "train_log.csv")[["iteration", "loss", "lr"]]
+
+
+def assert_same(cell: Cell, alone_dir: Path) -> None:
+    """Bitwise: the same kernels run on the same data in the same order, only interleaved with other cells'."""
+    alone = torch.load(alone_dir / cell.folder / "model.pt", weights_only=False)["model"]
+    fused = final_weights(cell)
+    assert all(torch.equal(fused[k], alone[k]) for k in alone), cell
+    pd.testing.assert_frame_equal(losses(cell), pd.read_csv(alone_dir / cell.folder / "train_log.csv")[losses(cell).columns])
+
+
+@pytest.fixture(scope="module")
+def alone(synthetic_cache, tmp_path_factory) -> Path:
+    """Each cell of the group trained alone, in its own job."""
+    root = tmp_path_factory.mktemp("alone")
+    for cell in GROUP:
+        train(cell_config(synthetic_cache, cell, out=str(root / cell.folder)))
+    return root
+
+
+def test_fused_cells_end_as_each_alone(synthetic_cache, alone, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    train_with_group(cell_config(synthetic_cache, OWN), OWN, STUDY)
+    assert (tmp_path / OWN.folder / "model.pt").exists()
+    for cell in GROUP:
+        assert_same(cell, alone)
+    assert not any((tmp_path / c.folder / "model.pt").exists() for c in GROUP[1:])  # their own jobs write them
+
+    other = GROUP[3]  # its own job then finds its final snapshot and trains nothing
+    train_with_group(cell_config(synthetic_cache, other), other, STUDY)
+    assert list(losses(other)["iteration"]) == list(range(8))
+    assert_same(other, alone)
+
+
+def test_a_killed_fused_job_resumes_every_cell_bitwise(synthetic_cache, alone, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    real_loss, calls = train_module.pose_loss, {"n": 0}
+
+    def dying_loss(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 4 * 5 + 3:  # in round 6, after every cell's snapshot at iteration 4
+            raise KeyboardInterrupt
+        return real_loss(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "pose_loss", dying_loss)
+    with pytest.raises(KeyboardInterrupt):
+        train_with_group(cell_config(synthetic_cache, OWN), OWN, STUDY)
+    monkeypatch.setattr(train_module, "pose_loss", real_loss)
+    for cell in GROUP:
+        assert [p.name for p in (tmp_path / cell.folder / "snapshots").glob("snapshot-*")] == ["snapshot-0000004.pt"]
+    train_with_group(cell_config(synthetic_cache, OWN), OWN, STUDY)
+    for cell in GROUP:
+        assert_same(cell, alone)
+
+
+def test_a_diverging_cell_stops_alone(synthetic_cache, alone, tmp_path, monkeypatch, caplog):
+    monkeypatch.chdir(tmp_path)
+    diverging = GROUP[2]
+    real_step_function = train_module.step_function
+
+    def step_function(run, cfg):
+        step = real_step_function(run, cfg)
+        if (cfg.split, cfg.fraction) != (diverging.split, diverging.fraction):
+            return step
+        return lambda *batch: step(*batch) * float("nan")
+
+    monkeypatch.setattr(train_module, "step_function", step_function)
+    train_with_group(cell_config(synthetic_cache, OWN), OWN, STUDY)
+    assert f"{diverging.folder} stopped (loss is nan at iteration 0" in caplog.text
+    assert not list((tmp_path / diverging.folder / "snapshots").glob("*.pt"))  # NaN weights are never saved
+    for cell in GROUP:
+        if cell != diverging:
+            assert_same(cell, alone)
+    with pytest.raises(FloatingPointError, match="iteration 0"):  # its own job fails, with the reason
+        train_with_group(cell_config(synthetic_cache, diverging), diverging, STUDY)
+
+
+def test_a_partly_finished_group_trains_only_its_missing_cells(synthetic_cache, alone, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for cell in GROUP[:2]:  # finished earlier: one with its model, one with its final snapshot
+        shutil.copytree(alone / cell.folder, tmp_path / cell.folder)
+    (tmp_path / GROUP[1].folder / "model.pt").unlink()
+    before = {c: (tmp_path / c.folder / "train_log.csv").stat().st_mtime_ns for c in GROUP[:2]}
+    with cell_lock(tmp_path / GROUP[3].folder):  # another job is training this one
+        train_with_group(cell_config(synthetic_cache, GROUP[1]), GROUP[1], STUDY)
+    assert {c: (tmp_path / c.folder / "train_log.csv").stat().st_mtime_ns for c in GROUP[:2]} == before
+    assert_same(GROUP[1], alone)
+    assert_same(GROUP[2], alone)  # the one missing cell no other job held
+    assert not (tmp_path / GROUP[3].folder / "snapshots").exists()
+
+
+def test_rerunning_one_cell_of_a_fused_group(synthetic_cache, alone, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for cell in GROUP:
+        shutil.copytree(alone / cell.folder, tmp_path / cell.folder)
+    shutil.rmtree(tmp_path / GROUP[2].folder)  # the user's rerun of one cell
+    train_with_group(cell_config(synthetic_cache, GROUP[2]), GROUP[2], STUDY)
+    assert_same(GROUP[2], alone)
+
+
+def test_the_fusion_group_is_the_cells_that_differ_in_split_and_fraction():
+    assert fusion_group(STUDY, OWN, n_splits=3) == GROUP
+    outside = dataclasses.replace(OWN, fraction=10)
+    assert fusion_group(STUDY, outside, n_splits=3) == [outside]
+    assert fusion_group(STUDY, dataclasses.replace(OWN, backbone="resnet_50"), 3) == [
+        dataclasses.replace(OWN, backbone="resnet_50")
+    ]
+    searched = SearchCell(**OWN.as_dict(), selection="validation", schedule="ilr0.01_final0_cycles1")
+    assert fusion_group(STUDY, searched, n_splits=3) == [dataclasses.replace(searched, split=s) for s in (1, 2, 3)]
