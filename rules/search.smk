@@ -13,6 +13,8 @@ use rule train as search_train with:
         f"{SEARCH_LOGS}/train.log",
     benchmark:
         f"{SEARCH_BENCHMARKS}/train.tsv"
+    group:
+        SEARCH_TRAIN_GROUP
 
 
 use rule evaluate as search_evaluate with:

@@ -9,6 +9,8 @@ rule train:
         f"{CELL_LOGS}/train.log",
     benchmark:
         f"{CELL_BENCHMARKS}/train.tsv"
+    group:
+        TRAIN_GROUP
     conda:
         "../envs/oodpose.yaml"
     threads: config["training"]["threads"]

@@ -10,6 +10,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+import yaml
+from test_workflow import REPO, snakemake
 
 from oodpose import train as train_module
 from oodpose.fused import cell_lock, train_with_group
@@ -57,7 +59,9 @@ def assert_same(cell: Cell, alone_dir: Path) -> None:
     alone = torch.load(alone_dir / cell.folder / "model.pt", weights_only=False)["model"]
     fused = final_weights(cell)
     assert all(torch.equal(fused[k], alone[k]) for k in alone), cell
-    pd.testing.assert_frame_equal(losses(cell), pd.read_csv(alone_dir / cell.folder / "train_log.csv")[losses(cell).columns])
+    pd.testing.assert_frame_equal(
+        losses(cell), pd.read_csv(alone_dir / cell.folder / "train_log.csv")[losses(cell).columns]
+    )
 
 
 @pytest.fixture(scope="module")
@@ -158,3 +162,49 @@ def test_the_fusion_group_is_the_cells_that_differ_in_split_and_fraction():
     ]
     searched = SearchCell(**OWN.as_dict(), selection="validation", schedule="ilr0.01_final0_cycles1")
     assert fusion_group(STUDY, searched, n_splits=3) == [dataclasses.replace(searched, split=s) for s in (1, 2, 3)]
+
+
+def fused_workdir(path: Path, fuse: bool) -> Path:
+    """The test study's one backbone from scratch in two splits, trained with or without fusion."""
+    shutil.copytree(REPO / "config", path / "config")
+    config = yaml.safe_load((path / "config" / "test.yaml").read_text())
+    config["study"] |= {"backbones": ["efficientnet_lite0"], "inits": ["scratch"]}
+    config["training"]["fuse"] = fuse
+    del config["evaluation"]["corruptions"]
+    (path / "config" / "fused.yaml").write_text(yaml.safe_dump(config))
+    return path
+
+
+WORKFLOW_CELLS = [Cell("synthetic", "efficientnet_lite0", "scratch", split, 50) for split in (1, 2)]
+
+
+def train_log(workdir: Path, cell: Cell) -> str:
+    return (workdir / "results" / "logs" / cell.folder.removeprefix("results/") / "train.log").read_text()
+
+
+@pytest.mark.slow
+def test_the_workflow_trains_a_group_fused_and_each_cell_stays_its_own(tmp_path):
+    targets = [f"{cell.folder}/model.pt" for cell in WORKFLOW_CELLS]
+    runs = {}
+    for fuse in (False, True):
+        workdir = fused_workdir(tmp_path / f"fuse_{fuse}", fuse)
+        snakemake(workdir, *targets, "--cores", "1", "--configfile", "config/fused.yaml")
+        runs[fuse] = workdir
+    fused = runs[True]
+    logs = [train_log(fused, cell) for cell in WORKFLOW_CELLS]
+    assert sum("fused: training" in log for log in logs) == 1  # whichever job ran first trained both
+    assert sum("at iteration 4" in log for log in logs) == 1  # the other found its final snapshot
+    for cell in WORKFLOW_CELLS:
+        alone, together = (torch.load(runs[f] / cell.folder / "model.pt", weights_only=False)["model"] for f in runs)
+        assert all(torch.equal(alone[k], together[k]) for k in alone), cell
+
+    rerun = WORKFLOW_CELLS[1]  # rerunning one cell of the group trains it alone: the other is finished
+    shutil.rmtree(fused / rerun.folder)
+    logged = len(train_log(fused, rerun))
+    snakemake(fused, f"{rerun.folder}/model.pt", "--cores", "1", "--configfile", "config/fused.yaml")
+    new_lines = train_log(fused, rerun)[logged:]
+    assert "fused: training" not in new_lines and "resuming" not in new_lines
+    again, alone = (
+        torch.load(r / rerun.folder / "model.pt", weights_only=False)["model"] for r in (fused, runs[False])
+    )
+    assert all(torch.equal(again[k], alone[k]) for k in alone)
