@@ -12,17 +12,23 @@ feed, torch.compile, and the projected GPU-hours of the paper's study.
 - hours: the paper's 156 training jobs: each backbone's bare step, eager and graphed, x 30k
   (pretrained) or 180k (scratch) iterations x 3 splits x 2 fractions; and at the best packing measured
   for its family (gpu_hours.csv);
-- loader, compile: the earlier single-cell loader ratio and torch.compile parts.
+- loader, compile: the earlier single-cell loader ratio and torch.compile parts;
+- fused: the real loop (loaders with their share of 8 workers, logs, graphed steps) training K = 1, 2, 6
+  and 12 cells of MobileNetV2-0.35, ResNet-50 and EfficientNet-B3 in one process (`oodpose.fused`), each
+  on its own CUDA stream, against one eager cell: steps/s per GPU, and the paper study's GPU-hours by the
+  backbone table divided by each family's best fused gain (`bench/gpu_check.py --only fused` runs it in
+  child processes within a time budget).
 
 The report is rewritten to OUT_DIR/report.json after each part, so a cut run keeps what it measured.
 Durations on an H100: graphs 9 minutes (each process autotunes cuDNN for its network), hours over 3.
 
-    python bench/gpu.py OUT_DIR [--tiny] [--only graphs hours match cells loader compile]
+    python bench/gpu.py OUT_DIR [--tiny] [--only graphs hours match cells loader compile fused]
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import subprocess
 import sys
@@ -249,6 +255,78 @@ def compile_part(report: dict, cache_path: Path, root: Path, n: int, tiny: bool)
         }
 
 
+FUSED = [1, 2, 6, 12]  # cells per process
+FUSED_CELLS = [(split, fraction) for fraction in (50, 20, 10, 5) for split in (1, 2, 3)]  # 12 cells of one group
+LOADER_WORKERS = 8  # the SLURM profile's cpus_per_gpu, shared by a process's cells
+
+
+def fused_steps_per_s(
+    cache_path: Path, root: Path, backbone: str, k: int, graphs: bool, rounds: tuple[int, int], device: str = "cuda"
+) -> float:
+    """Steps per second per GPU of the real loop training `k` cells of `backbone` from scratch in one process,
+    over `rounds` = (warm-up, measured) rounds of every cell's iteration, timed between two device waits. The
+    warm-up captures each cell's graphs for most canvas sizes; no snapshot falls in the measured rounds."""
+    from oodpose.settings import TrainConfig
+    from oodpose.train import StopRequest, advance, start_cell, stream_of
+
+    warmup, measured = rounds
+    workers = max(1, LOADER_WORKERS // k) if device == "cuda" else 0
+    configs = [
+        TrainConfig(str(cache_path), str(root / f"split{s}_frac{f}"), backbone, "scratch", s, f)
+        for s, f in FUSED_CELLS[:k]
+    ]
+    options = dict(iterations=warmup + measured + 1, device=device, workers=workers, cuda_graphs=graphs)
+    cells = [
+        start_cell(dataclasses.replace(c, snapshot_every=options["iterations"], **options), workers) for c in configs
+    ]
+    wait = torch.cuda.synchronize if device == "cuda" else lambda: None
+
+    stop = StopRequest()
+
+    def run(n: int) -> None:
+        for _ in range(n):
+            for cell in cells:
+                with stream_of(cell):
+                    advance(cell, stop)
+        wait()
+
+    run(warmup)
+    start = time.perf_counter()
+    run(measured)
+    return k * measured / (time.perf_counter() - start)
+
+
+def fused_measurements(cache_path: Path, root: Path, backbone: str, ks: list[int], rounds, device="cuda") -> dict:
+    """One eager cell, then `ks` graphed cells per process: steps/s per GPU, and each K's gain over the eager cell."""
+    result = {"eager_1": fused_steps_per_s(cache_path, root / "eager-1", backbone, 1, False, rounds, device)}
+    for k in ks:
+        result[f"fused_{k}"] = fused_steps_per_s(cache_path, root / f"fused-{k}", backbone, k, True, rounds, device)
+    result["best_gain"] = max(v for key, v in result.items() if key.startswith("fused_")) / result["eager_1"]
+    return result
+
+
+def fused_projection(gains: dict[str, float]) -> dict:
+    """The paper study's GPU-hours by the backbone table (today's eager figures), and divided by each backbone's
+    family's best fused gain: the issue's target is a tenth or less."""
+    from oodpose.backbones import load_backbones
+
+    table = load_backbones()
+    hours = {b: table[b].gpu_minutes_per_1k_iter * (30 + 180) * 6 / 60 for b in PAPER}  # 30k + 180k, 6 cells
+    fused = {b: h / next((g for f, g in gains.items() if b.startswith(f)), 1.0) for b, h in hours.items()}
+    today, best = sum(hours.values()), sum(fused.values())
+    return {"table_eager_gpu_hours": today, "fused_gpu_hours": best, "ratio": best / today, "target_ratio": 0.1}
+
+
+def fused_part(report: dict, cache_path: Path, root: Path, n: int, tiny: bool) -> None:
+    gains = {}
+    for family, probe in list(FAMILY_PROBES.items())[: 1 if tiny else 3]:
+        ks = FUSED[:2] if tiny else FUSED
+        measured = fused_measurements(cache_path, root / f"fused-{probe}", probe, ks, (n // 2, n))
+        report.setdefault("fused_steps_per_s_per_gpu", {})[probe] = measured
+        gains[family] = measured["best_gain"]
+    report["fused_paper_study"] = fused_projection(gains)
+
+
 PARTS = {  # in the order they run; "hours" reuses what "graphs" measured
     "graphs": graphs_part,
     "hours": hours_part,
@@ -256,6 +334,7 @@ PARTS = {  # in the order they run; "hours" reuses what "graphs" measured
     "cells": cells_part,
     "loader": loader_part,
     "compile": compile_part,
+    "fused": fused_part,
 }
 
 

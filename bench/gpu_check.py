@@ -11,12 +11,17 @@ Parts, in this order (each measurement in a child process of its own, logged to 
 - cell: one full-length pretrained cell (EfficientNet-Lite0, 30,000 iterations, split 1, 50 %, graphed) on
   the synthetic Horse-30 at Horse-10's frame size: wall time, minutes per 1k iterations, within/OOD PCK.
 
+Its own command, within the same kind of budget (`--only fused`):
+- fused: for MobileNetV2-0.35, ResNet-50 and EfficientNet-B3 from scratch, the real loop of one eager cell and
+  of K = 1, 2, 6 and 12 graphed cells in one process (`bench/gpu.py`'s `fused_measurements`), steps/s per GPU;
+  then the paper study's GPU-hours by the backbone table, divided by each family's best fused gain.
+
 OUT/report.json is rewritten after every child (and each child rewrites its own results as it goes), so a
 run cut by a time limit still says what it measured; a child that fails or overruns is recorded with its
 log's tail, and the parts after it still run while the budget lasts. `--tiny` is the CPU dry run of the
 same path (a few iterations, workers 0 and 2, the workflow planned but not run).
 
-    python bench/gpu_check.py OUT [--tiny] [--only match loop workflow cell] [--budget-s 360]
+    python bench/gpu_check.py OUT [--tiny] [--only match loop workflow cell fused] [--budget-s 360]
 """
 
 from __future__ import annotations
@@ -31,13 +36,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import REPO, bare_step, machine, synthetic_cache, train_seconds, workflow_dir  # noqa: E402
-from gpu import device_seconds, loss_match  # noqa: E402
+from gpu import FAMILY_PROBES, FUSED, device_seconds, fused_measurements, fused_projection, loss_match  # noqa: E402
 
 from oodpose.atomic import atomic_file  # noqa: E402
 
 MATCH = [("resnet50", "scratch"), ("efficientnet_lite0", "imagenet")]
 LOOP = [("mobilenetv2_035", "scratch"), ("resnet50", "scratch"), ("efficientnet_b3", "imagenet")]
-PARTS = ("match", "loop", "workflow", "cell")
+PARTS = ("match", "loop", "workflow", "cell", "fused")
+CHECK = PARTS[:4]  # the GPU check; `fused` is a command of its own
 
 
 def write_json(path: Path, value) -> None:
@@ -121,7 +127,11 @@ def cell(out: Path, root: str, frames: int, iterations: int, workers: int) -> No
     )
 
 
-CHILDREN = {"match": match, "loop": loop, "workflow": workflow, "cell": cell}
+def fused(out: Path, cache: str, backbone: str, ks: list[int], rounds: list[int]) -> None:
+    write_json(out, fused_measurements(Path(cache), out.parent / f"runs-{out.stem}", backbone, ks, rounds, device()))
+
+
+CHILDREN = {"match": match, "loop": loop, "workflow": workflow, "cell": cell, "fused": fused}
 
 
 def plan(root: Path, cache: Path, tiny: bool) -> list[tuple[str, str, dict, int]]:
@@ -138,6 +148,9 @@ def plan(root: Path, cache: Path, tiny: bool) -> list[tuple[str, str, dict, int]
     children.append(("workflow", "workflow", dict(cores=4, dry=tiny), 240))
     sizes = dict(frames=150, iterations=20, workers=0) if tiny else dict(frames=8100, iterations=30_000, workers=8)
     children.append(("cell", "cell", dict(root=str(root), **sizes), 400))
+    fused_run = dict(ks=FUSED[:2], rounds=[3, 5]) if tiny else dict(ks=FUSED, rounds=[60, 100])
+    for b in list(FAMILY_PROBES.values())[: 1 if tiny else 3]:
+        children.append(("fused", f"fused-{b}", dict(cache=str(cache), backbone=b, **fused_run), 150))
     return children
 
 
@@ -174,6 +187,14 @@ def main(root: Path, tiny: bool, parts: list[str], budget_s: float) -> dict:
         else:
             report["children"][name] = run_child(root, name, arguments, int(min(limit_s, left)))
         write_json(root / "report.json", report | {"wall_s": time.perf_counter() - start})
+    gains = {
+        family: record["result"]["best_gain"]
+        for family, probe in FAMILY_PROBES.items()
+        if "best_gain" in (record := report["children"].get(f"fused-{probe}", {})).get("result", {})
+    }
+    if gains:
+        report["fused_paper_study"] = fused_projection(gains)
+    write_json(root / "report.json", report | {"wall_s": time.perf_counter() - start})
     return report | {"wall_s": time.perf_counter() - start}
 
 
@@ -181,7 +202,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("out", type=Path)
     parser.add_argument("--tiny", action="store_true", help="the CPU dry run: a few iterations of each part")
-    parser.add_argument("--only", nargs="+", choices=PARTS, default=list(PARTS))
+    parser.add_argument("--only", nargs="+", choices=PARTS, default=list(CHECK))
     parser.add_argument("--budget-s", type=float, default=360, help="stop starting children after this (default 360)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()

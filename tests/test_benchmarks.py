@@ -76,6 +76,18 @@ def test_the_gpu_check_dry_run_logs_every_child_and_reports_what_each_measured(t
     }
 
 
+@pytest.mark.slow
+def test_the_fused_measurement_dry_run_reports_each_k_and_the_study_projection(tmp_path):
+    """Fused training's GPU measurement (issue: fused cells) on the CPU: its own command, one child per backbone."""
+    report = gpu_check(tmp_path, "--tiny", "--only", "fused")
+    assert list(report["children"]) == ["fused-mobilenetv2_035"]
+    result = report["children"]["fused-mobilenetv2_035"]["result"]
+    assert set(result) == {"eager_1", "fused_1", "fused_2", "best_gain"} and all(v > 0 for v in result.values())
+    study = report["fused_paper_study"]
+    assert study["table_eager_gpu_hours"] == pytest.approx(282.03)
+    assert study["fused_gpu_hours"] < study["table_eager_gpu_hours"] or result["best_gain"] <= 1
+
+
 def test_the_gpu_check_starts_no_child_past_its_budget(tmp_path):
     """A cut budget leaves a report that names every child it did not start, rather than a run cut mid-child."""
     children = gpu_check(tmp_path, "--tiny", "--budget-s", "0")["children"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
+import signal
 from pathlib import Path
 
 import pandas as pd
@@ -103,6 +104,28 @@ def test_a_killed_fused_job_resumes_every_cell_bitwise(synthetic_cache, alone, t
     monkeypatch.setattr(train_module, "pose_loss", real_loss)
     for cell in GROUP:
         assert [p.name for p in (tmp_path / cell.folder / "snapshots").glob("snapshot-*")] == ["snapshot-0000004.pt"]
+    train_with_group(cell_config(synthetic_cache, OWN), OWN, STUDY)
+    for cell in GROUP:
+        assert_same(cell, alone)
+
+
+def test_sigterm_snapshots_every_fused_cell_and_the_rerun_ends_as_alone(synthetic_cache, alone, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    real_loss, calls = train_module.pose_loss, {"n": 0}
+
+    def loss_then_signal(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 4 * 2 + 2:  # mid-way through round 3: two cells have stepped, two have not
+            signal.raise_signal(signal.SIGTERM)
+        return real_loss(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "pose_loss", loss_then_signal)
+    with pytest.raises(SystemExit) as exit_info:
+        train_with_group(cell_config(synthetic_cache, OWN), OWN, STUDY)
+    assert exit_info.value.code == 143
+    monkeypatch.setattr(train_module, "pose_loss", real_loss)
+    for cell in GROUP:
+        assert [p.name for p in (tmp_path / cell.folder / "snapshots").glob("snapshot-*")] == ["snapshot-0000003.pt"]
     train_with_group(cell_config(synthetic_cache, OWN), OWN, STUDY)
     for cell in GROUP:
         assert_same(cell, alone)

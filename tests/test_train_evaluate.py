@@ -89,6 +89,7 @@ def test_sigterm_writes_a_snapshot(synthetic_cache, tmp_path, monkeypatch):
         train(config(synthetic_cache, tmp_path / "c"))
     assert exit_info.value.code == 143
     assert (tmp_path / "c" / "snapshots" / "snapshot-0000004.pt").exists()
+    assert list(pd.read_csv(tmp_path / "c" / "train_log.csv")["iteration"]) == [0, 1, 2, 3]  # logged up to it
 
 
 def test_corrupted_snapshot_falls_back_to_previous(synthetic_cache, tmp_path, caplog):

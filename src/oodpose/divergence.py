@@ -1,6 +1,6 @@
 """Whether a cell's training diverged: its loss far above where it started, for a sustained stretch, yet finite.
 
-A non-finite loss stops training (oodpose.train.check_finite); a loss that explodes but stays finite does not,
+A non-finite loss stops training (oodpose.train.first_non_finite); a loss that explodes but stays finite does not,
 and such a cell's errors (normalised errors of 1e8 and more) would enter every mean, regression and claim.
 The rule: the median loss over any WINDOW consecutive iterations above FACTOR times the loss at iteration 0,
 the untrained network's. Measured on 48 healthy cells (the demo's 12, the laptop search's 36, 100-450

@@ -1,12 +1,13 @@
-"""Train one cell of the study: one backbone, init, split and training fraction.
+"""Train a cell of the study: one backbone, init, split and training fraction (or, fused, several at once).
 
-One flat loop in labelled steps, as nanoGPT's: set up, resume, then per iteration the learning
-rate (a pure function of the iteration, `oodpose.schedule`), one `train_step`, the log and the
-snapshots. Every `snapshot_every` iterations the model, optimiser, RNG states and iteration are
-written atomically; a run that finds snapshots resumes from the newest readable one, and the
-batches it then draws are the ones an uninterrupted run would have drawn (each sample's order and
-augmentation seed derive from the seed and its position in the run). SIGTERM (SLURM pre-emption)
-writes a snapshot before exiting.
+A flat loop in labelled steps, as nanoGPT's: set up and resume (`start_cell`), then per iteration
+(`advance`) the learning rate (a pure function of the iteration, `oodpose.schedule`), one
+`train_step`, the log and the snapshots. `train_cells` runs that iteration for each of its cells in
+turn (one cell, or a fused group: `oodpose.fused`). Every `snapshot_every` iterations the model,
+optimiser, RNG states and iteration are written atomically; a run that finds snapshots resumes
+from the newest readable one, and the batches it then draws are the ones an uninterrupted run
+would have drawn (each sample's order and augmentation seed derive from the seed and its position
+in the run). SIGTERM (SLURM pre-emption) writes a snapshot of every cell before exiting.
 
 Outputs in `out`: ``model.pt`` (final weights and settings), ``snapshots/`` (resume state and the
 weights at `curve_iterations`, for learning curves), ``train_log.csv`` and ``settings.json``.
@@ -427,11 +428,17 @@ def start_cell(config: TrainConfig, workers: int | None = None) -> CellTraining:
     step = step_function(run, cfg)
     settings = write_settings(cfg, run, cache, out / "settings.json", graphed=isinstance(step, GraphedStep))
     loader = batches(cache, rows, cfg, run.rt, start, run.rt.workers if workers is None else workers)
-    cuda = run.rt.device.type == "cuda"
     run.model.train()
-    return CellTraining(
-        cfg, run, step, identity, defines, settings, iter(loader), start, torch.cuda.Stream() if cuda else None
-    )
+    return CellTraining(cfg, run, step, identity, defines, settings, iter(loader), start, own_stream(run.rt))
+
+
+def own_stream(rt: Runtime) -> torch.cuda.Stream | None:
+    """On CUDA, a stream for one cell's work, after everything queued so far (its weights' copies, its resume)."""
+    if rt.device.type != "cuda":
+        return None
+    stream = torch.cuda.Stream(rt.device)
+    stream.wait_stream(torch.cuda.current_stream(rt.device))
+    return stream
 
 
 def train(config: TrainConfig) -> Path:
@@ -457,7 +464,7 @@ def train_cells(cells: list[CellTraining]) -> None:
         while active:
             for cell in active:
                 with stream_of(cell):
-                    advance(cell, stop.requested)
+                    advance(cell, stop)
                 progress.update(1)
             active = [c for c in active if not (c.finished or c.error)]
             if stop.requested:
@@ -479,7 +486,7 @@ def names_at(cells: list[CellTraining]) -> str:
     return ", ".join(f"{c.iteration} ({c.out})" for c in cells)
 
 
-def advance(cell: CellTraining, stopping: bool) -> None:
+def advance(cell: CellTraining, stop: StopRequest) -> None:
     """One iteration of one cell: the step, then its log, learning-curve weights and snapshot when due."""
     cfg, run = cell.cfg, cell.run
     iteration = cell.iteration
@@ -492,15 +499,10 @@ def advance(cell: CellTraining, stopping: bool) -> None:
     cell.pending.append({"iteration": iteration, "lr": lr, "seconds": now - cell.tick, "losses": losses})
     cell.tick, cell.iteration = now, iteration + 1
     done = cell.iteration
-    # log: losses reach the host only here
-    snapshot_due = done % cfg.snapshot_every == 0 or done == cfg.iterations or stopping
+    snapshot_due = done % cfg.snapshot_every == 0 or done == cfg.iterations or stop.requested
     if snapshot_due or done % LOG_EVERY == 0 or done in cfg.curve_iterations:
-        logged = log_rows(cell.pending)
-        append_log(cell.out / TRAIN_LOG, logged)  # the log shows the losses up to a failure, too
-        cell.pending = []
-        cell.error = first_non_finite(logged)  # before any snapshot: NaN weights are never saved
+        write_log(cell)
         if cell.error:
-            log.error("%s: %s", cell.out, cell.error)
             return
     # snapshots: learning-curve weights, then resume state
     if done in cfg.curve_iterations:
@@ -510,8 +512,22 @@ def advance(cell: CellTraining, stopping: bool) -> None:
         snapshot(cell)
 
 
+def write_log(cell: CellTraining) -> None:
+    """The log rows of the iterations not logged yet (their losses reach the host only here, in one transfer);
+    a non-finite loss stops the cell, before any snapshot, so NaN weights are never saved."""
+    logged = log_rows(cell.pending)
+    append_log(cell.out / TRAIN_LOG, logged)  # the log shows the losses up to a failure, too
+    cell.pending = []
+    cell.error = first_non_finite(logged)
+    if cell.error:
+        log.error("%s: %s", cell.out, cell.error)
+
+
 def snapshot(cell: CellTraining) -> None:
-    if cell.saved_at != cell.iteration:
+    """The cell's resume state at its iteration, after its log (a log row never goes missing on a resume)."""
+    if cell.pending:
+        write_log(cell)
+    if not cell.error and cell.saved_at != cell.iteration:
         save_snapshot(cell.run, cell.iteration, cell.identity, cell.defines, cell.out / "snapshots")
         cell.saved_at = cell.iteration
 
@@ -519,9 +535,9 @@ def snapshot(cell: CellTraining) -> None:
 def save_model(cell: CellTraining) -> Path:
     """The cell's final weights and settings, which evaluation reads."""
     final = cell.out / "model.pt"
-    save_atomic(
-        {"iteration": cell.cfg.iterations, "model": cell.run.model.state_dict(), "settings": cell.settings}, final
-    )
+    with stream_of(cell):  # after the cell's last step
+        model = {"iteration": cell.cfg.iterations, "model": cell.run.model.state_dict(), "settings": cell.settings}
+        save_atomic(model, final)
     return final
 
 
