@@ -69,7 +69,9 @@ HORSE_C = config["evaluation"].get("corruptions")
 # group: on a cluster they go to one submission, one GPU, where the first trains them all (docs/running.md).
 FUSED = config["training"]["fuse"]
 TRAIN_GROUP = "train-{dataset}-{backbone}-{init}" if FUSED else None
-SEARCH_TRAIN_GROUP = "train-{dataset}-{selection}-{backbone}-{init}-{schedule}" if FUSED else None
+SEARCH_TRAIN_GROUP = (
+    "train-{dataset}-{selection}-{backbone}-{init}-{schedule}" if FUSED else None
+)
 CELL_LOGS = CELL_DIR.replace("results/", "results/logs/", 1)
 CELL_BENCHMARKS = CELL_DIR.replace("results/", "results/benchmarks/", 1)
 SEARCH_LOGS = SEARCH_CELL_DIR.replace("results/", "results/logs/", 1)

@@ -369,12 +369,14 @@ def test_a_copy_of_the_backbone_table_retrains_nothing(run_copy):
 
 
 @pytest.mark.slow
-def test_switching_cuda_graphs_retrains_nothing(run_copy):
-    """How a step is launched never changes a cell's result: the switch reaches the job outside its params."""
+@pytest.mark.parametrize("switch", ["cuda_graphs", "fuse"])
+def test_switching_how_cells_train_retrains_nothing(run_copy, switch):
+    """How a step is launched, or how many cells one job trains, never changes a cell's result: the switches
+    reach the job outside its params."""
     config = yaml.safe_load((run_copy / "config" / "test.yaml").read_text())
-    config["training"]["cuda_graphs"] = True
-    (run_copy / "config" / "graphed.yaml").write_text(yaml.safe_dump(config))
-    plan = snakemake(run_copy, "-n", "--configfile", "config/graphed.yaml").stdout
+    config["training"][switch] = True
+    (run_copy / "config" / "switched.yaml").write_text(yaml.safe_dump(config))
+    plan = snakemake(run_copy, "-n", "--configfile", "config/switched.yaml").stdout
     assert not planned_outputs(plan, "model.pt")
 
 
