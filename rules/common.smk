@@ -70,7 +70,7 @@ HORSE_C = config["evaluation"].get("corruptions")
 FUSED = config["training"]["fuse"]
 TRAIN_GROUP = "train-{dataset}-{backbone}-{init}" if FUSED else None
 SEARCH_TRAIN_GROUP = (
-    "train-{dataset}-{selection}-{backbone}-{init}-{schedule}" if FUSED else None
+    "train-{dataset}-{selection}-{backbone}-{init}-split{split}" if FUSED else None
 )
 CELL_LOGS = CELL_DIR.replace("results/", "results/logs/", 1)
 CELL_BENCHMARKS = CELL_DIR.replace("results/", "results/benchmarks/", 1)

@@ -15,7 +15,7 @@ import yaml
 from test_workflow import REPO, snakemake
 
 from oodpose import train as train_module
-from oodpose.fused import cell_lock, train_with_group
+from oodpose.fused import cell_lock, sibling_config, train_with_group
 from oodpose.settings import TrainConfig, fusion_group
 from oodpose.study import Cell, SearchCell
 from oodpose.train import train
@@ -28,7 +28,13 @@ STUDY = {
         "splits": [1, 2],
         "fractions": [50, 20],
     },
-    "search": {"backbones": ["mobilenetv2_035"], "inits": ["scratch"], "splits": [], "fraction": 50},
+    "search": {
+        "backbones": ["mobilenetv2_035"],
+        "inits": ["scratch"],
+        "grid": {"ilr": [0.05, 0.01], "final_lr": [0.0], "cycles": [1]},
+        "splits": [],
+        "fraction": 50,
+    },
 }
 OWN = Cell("synthetic", "mobilenetv2_035", "scratch", 1, 50)
 GROUP = [dataclasses.replace(OWN, split=s, fraction=f) for s in (1, 2) for f in (50, 20)]
@@ -176,15 +182,31 @@ def test_rerunning_one_cell_of_a_fused_group(synthetic_cache, alone, tmp_path, m
     assert_same(GROUP[2], alone)
 
 
-def test_the_fusion_group_is_the_cells_that_differ_in_split_and_fraction():
-    assert fusion_group(STUDY, OWN, n_splits=3) == GROUP
+def test_the_fusion_group_is_the_cells_that_share_the_network():
+    assert fusion_group(STUDY, OWN) == GROUP
     outside = dataclasses.replace(OWN, fraction=10)
-    assert fusion_group(STUDY, outside, n_splits=3) == [outside]
-    assert fusion_group(STUDY, dataclasses.replace(OWN, backbone="resnet_50"), 3) == [
+    assert fusion_group(STUDY, outside) == [outside]
+    assert fusion_group(STUDY, dataclasses.replace(OWN, backbone="resnet_50")) == [
         dataclasses.replace(OWN, backbone="resnet_50")
     ]
-    searched = SearchCell(**OWN.as_dict(), selection="validation", schedule="ilr0.01_final0_cycles1")
-    assert fusion_group(STUDY, searched, n_splits=3) == [dataclasses.replace(searched, split=s) for s in (1, 2, 3)]
+    assert fusion_group(STUDY, SEARCH_GROUP[1]) == SEARCH_GROUP  # a search's schedules, in one split
+
+
+SEARCH_GROUP = [
+    SearchCell(**OWN.as_dict(), selection="test_ood", schedule=f"ilr{r}_final0.0_cycles1") for r in (0.05, 0.01)
+]
+
+
+def test_a_searchs_schedules_train_fused_from_one_loader_each_at_its_own_rate(synthetic_cache, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    alone = tmp_path / "alone"
+    configs = [sibling_config(cell_config(synthetic_cache, OWN), cell) for cell in SEARCH_GROUP]
+    for config in configs:
+        train(dataclasses.replace(config, out=str(alone / config.out)))
+    train_with_group(configs[0], SEARCH_GROUP[0], STUDY)
+    for cell, ilr in zip(SEARCH_GROUP, (0.05, 0.01)):
+        assert losses(cell)["lr"].iloc[0] == ilr
+        assert_same(cell, alone)
 
 
 def fused_workdir(path: Path, fuse: bool) -> Path:

@@ -1,11 +1,12 @@
 """Train a cell with the unfinished cells of its group in one process (config: `training: fuse`).
 
 At the paper's batch of 8 small frames a GPU mostly waits for the host to launch kernels
-(bench/README.md). The cells of one backbone and init differ only in split and fraction: one process
-can keep the GPU busy with several, each cell's step on its own CUDA stream (replayed from its own
-CUDA graphs where those are on) while the host launches the next cell's. Every cell keeps its own
-data, network, optimiser, learning rate, snapshots and log, and nothing couples them, so each ends
-where it would alone (bitwise on CPU, tested).
+(bench/README.md). A study's cells of one backbone and init differ only in split and fraction, a
+search's cells in one split only in their schedule: one process can keep the GPU busy with several,
+each cell's step on its own CUDA stream (replayed from its own CUDA graphs where those are on) while
+the host launches the next cell's. Every cell keeps its own network, optimiser, learning rate,
+snapshots and log, and its own batches (one loader feeds the cells that draw the same ones); nothing
+couples them, so each ends where it would alone (bitwise on CPU, tested).
 
 A training job asks for its own cell. With fusion on it also takes the cells of its group
 (`oodpose.settings.fusion_group`) that have neither a model nor a final snapshot and that no other
@@ -25,10 +26,10 @@ import fcntl
 import logging
 from pathlib import Path
 
-from oodpose.data.cache import Cache
 from oodpose.device import runtime
+from oodpose.schedule import Schedule
 from oodpose.settings import TrainConfig, fusion_group
-from oodpose.study import Cell
+from oodpose.study import Cell, SearchCell
 from oodpose.train import CellTraining, save_model, start_cell, train_cells
 
 log = logging.getLogger(__name__)
@@ -37,8 +38,7 @@ LOCK = ".train.lock"  # in a cell's folder: held by the job that trains the cell
 
 def train_with_group(config: TrainConfig, cell: Cell, study_config: dict) -> Path:
     """Train `cell` (its settings `config`) with the unfinished cells of its group; returns its ``model.pt``."""
-    n_splits = len(Cache(config.cache).splits["split"].unique())
-    siblings = [c for c in fusion_group(study_config, cell, n_splits) if c != cell]
+    siblings = [c for c in fusion_group(study_config, cell) if c != cell]
     with contextlib.ExitStack() as locks:
         locks.enter_context(cell_lock(Path(config.out)))
         taken = [
@@ -61,8 +61,10 @@ def train_with_group(config: TrainConfig, cell: Cell, study_config: dict) -> Pat
 
 
 def sibling_config(config: TrainConfig, cell: Cell) -> TrainConfig:
-    """A group cell's settings: this job's, in its split, fraction and folder (a group shares all the rest)."""
-    return dataclasses.replace(config, split=cell.split, fraction=cell.fraction, out=cell.folder)
+    """A group cell's settings: this job's, in its split, fraction, folder and, a search cell, schedule (a group
+    shares all the rest)."""
+    schedule = Schedule.parse(cell.schedule).__dict__ if isinstance(cell, SearchCell) else {}
+    return dataclasses.replace(config, split=cell.split, fraction=cell.fraction, out=cell.folder, **schedule)
 
 
 def unfinished(config: TrainConfig) -> bool:
@@ -73,11 +75,13 @@ def unfinished(config: TrainConfig) -> bool:
 
 
 def start_cells(configs: list[TrainConfig]) -> list[CellTraining]:
-    """Each cell set up, with an equal share of the job's loader workers."""
+    """Each cell set up, with an equal share of the job's loader workers; cells that draw the same batches (a
+    search's schedules in one split) read them from one loader."""
     first = configs[0]
     workers = runtime(first.device, first.threads, first.workers, first.amp).workers
     share = max(1, workers // len(configs)) if workers else 0
-    return [start_cell(c, share) for c in configs]
+    loaders = {}
+    return [start_cell(c, share, loaders) for c in configs]
 
 
 @contextlib.contextmanager

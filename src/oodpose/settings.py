@@ -18,7 +18,7 @@ import yaml
 from oodpose import paper
 from oodpose.backbones import DEFAULT_TABLE, Backbone, get_backbone
 from oodpose.errors import InputError
-from oodpose.schedule import cell_schedule
+from oodpose.schedule import cell_schedule, search_grid
 from oodpose.study import AUGMENTATIONS, DATASET_NAME, NORMALISATIONS, PRETRAINED, Cell, SearchCell
 
 GLOBAL_SCALE = 0.8  # DeepLabCut's global_scale: frames are resized by it before the network
@@ -198,20 +198,20 @@ def train_config(training: dict, **fields) -> TrainConfig:
     return TrainConfig(**chosen).resolved()
 
 
-def fusion_group(config: dict, cell: Cell, n_splits: int) -> list[Cell]:
-    """The cells that `cell`'s training job may train with it under `training: fuse` (oodpose.fused): those of
-    its study, or of its search and schedule, that differ from it only in split and fraction, so that they share
-    its network and schedule. A cell outside them trains alone. `n_splits`, the dataset's, for a search over all.
-    """
+def fusion_group(config: dict, cell: Cell) -> list[Cell]:
+    """The cells that `cell`'s training job may train with it under `training: fuse` (oodpose.fused): those that
+    share its network. A study cell's: the study's other splits and fractions of its dataset, backbone and init.
+    A search cell's: its search grid's other schedules in its split, which draw the very same batches. A cell
+    outside its study or search trains alone."""
     if isinstance(cell, SearchCell):
         matrix = config["search"]
-        splits, fractions = matrix["splits"] or range(1, n_splits + 1), [matrix["fraction"]]
-        datasets = config["study"]["datasets"]
+        plans = search_grid(matrix, cell.backbone, cell.init)
+        group = [dataclasses.replace(cell, schedule=plan.name) for plan in plans]
     else:
         matrix = config["study"]
-        splits, fractions, datasets = matrix["splits"], matrix["fractions"], matrix["datasets"]
-    group = [dataclasses.replace(cell, split=int(s), fraction=int(f)) for s in splits for f in fractions]
-    ours = cell.dataset in datasets and cell.init in matrix["inits"]
+        splits, fractions = matrix["splits"], matrix["fractions"]
+        group = [dataclasses.replace(cell, split=int(s), fraction=int(f)) for s in splits for f in fractions]
+    ours = cell.dataset in config["study"]["datasets"] and cell.init in matrix["inits"]
     ours = ours and cell.backbone in paper.study_backbones(matrix["backbones"])
     return group if ours and cell in group else [cell]
 

@@ -16,10 +16,12 @@ weights at `curve_iterations`, for learning curves), ``train_log.csv`` and ``set
 from __future__ import annotations
 
 import contextlib
+import copy
 import csv
 import dataclasses
 import errno
 import functools
+import itertools
 import json
 import logging
 import math
@@ -410,9 +412,10 @@ class CellTraining:
         return self.iteration >= self.cfg.iterations
 
 
-def start_cell(config: TrainConfig, workers: int | None = None) -> CellTraining:
+def start_cell(config: TrainConfig, workers: int | None = None, loaders: dict | None = None) -> CellTraining:
     """Set up one cell: its data, network and optimiser, resumed from its newest snapshot if it has one;
-    `workers`, its share of the job's loader workers."""
+    `workers`, its share of the job's loader workers; `loaders`, the batches of cells set up before it, which
+    it reads too where it would draw the very same ones."""
     backbone = get_backbone(config.backbone, config.backbones_table)  # the job reads its row once
     cfg = config.resolved(backbone)
     out, snapshots = Path(cfg.out), Path(cfg.out) / "snapshots"
@@ -427,9 +430,20 @@ def start_cell(config: TrainConfig, workers: int | None = None) -> CellTraining:
     rewind_log(out / TRAIN_LOG, start)
     step = step_function(run, cfg)
     settings = write_settings(cfg, run, cache, out / "settings.json", graphed=isinstance(step, GraphedStep))
-    loader = batches(cache, rows, cfg, run.rt, start, run.rt.workers if workers is None else workers)
+    same_batches = (cfg.cache, cfg.split, cfg.fraction, cfg.validation_individuals, *data_settings(cfg), start)
+    loaders = {} if loaders is None else loaders
+    if same_batches in loaders:  # a copy of the first reader's tee: it gets every batch that one gets
+        reader = copy.copy(loaders[same_batches])
+    else:
+        loader = batches(cache, rows, cfg, run.rt, start, run.rt.workers if workers is None else workers)
+        reader = loaders[same_batches] = itertools.tee(loader, 1)[0]
     run.model.train()
-    return CellTraining(cfg, run, step, identity, defines, settings, iter(loader), start, own_stream(run.rt))
+    return CellTraining(cfg, run, step, identity, defines, settings, reader, start, own_stream(run.rt))
+
+
+def data_settings(cfg: TrainConfig) -> tuple:
+    """What, besides the frames, decides a cell's batches (`batches`, RunSampler)."""
+    return cfg.batch_size, cfg.seed, cfg.iterations, cfg.augmentation, cfg.global_scale
 
 
 def own_stream(rt: Runtime) -> torch.cuda.Stream | None:
@@ -521,6 +535,7 @@ def write_log(cell: CellTraining) -> None:
     cell.error = first_non_finite(logged)
     if cell.error:
         log.error("%s: %s", cell.out, cell.error)
+        cell.batches = iter(())  # a stopped reader of a shared loader must not hold its batches
 
 
 def snapshot(cell: CellTraining) -> None:
