@@ -54,10 +54,9 @@ def train_with_group(config: TrainConfig, cell: Cell, study_config: dict) -> Pat
         for other in cells[1:]:
             if other.error:
                 log.error("%s stopped (%s); its own job will say so", other.out, other.error)
-    own = cells[0]
-    if own.error:
-        raise FloatingPointError(own.error)
-    return save_model(own)
+        if cells[0].error:
+            raise FloatingPointError(cells[0].error)
+        return save_model(cells[0])
 
 
 def sibling_config(config: TrainConfig, cell: Cell) -> TrainConfig:
@@ -75,11 +74,11 @@ def unfinished(config: TrainConfig) -> bool:
 
 
 def start_cells(configs: list[TrainConfig]) -> list[CellTraining]:
-    """Each cell set up, with an equal share of the job's loader workers; cells that draw the same batches (a
-    search's schedules in one split) read them from one loader."""
+    """Each cell set up; cells that draw the same batches (a search's schedules in one split) read them from one
+    loader, and each loader has an equal share of the job's workers."""
     first = configs[0]
     workers = runtime(first.device, first.threads, first.workers, first.amp).workers
-    share = max(1, workers // len(configs)) if workers else 0
+    share = max(1, workers // len({(c.split, c.fraction) for c in configs})) if workers else 0
     loaders = {}
     return [start_cell(c, share, loaders) for c in configs]
 
