@@ -267,7 +267,7 @@ def fused_steps_per_s(
     over `rounds` = (warm-up, measured) rounds of every cell's iteration, timed between two device waits. The
     warm-up captures each cell's graphs for most canvas sizes; no snapshot falls in the measured rounds."""
     from oodpose.settings import TrainConfig
-    from oodpose.train import StopRequest, advance, start_cell, stream_of
+    from oodpose.train import StopRequest, start_cell, train_round
 
     warmup, measured = rounds
     workers = max(1, LOADER_WORKERS // k) if device == "cuda" else 0
@@ -285,9 +285,7 @@ def fused_steps_per_s(
 
     def run(n: int) -> None:
         for _ in range(n):
-            for cell in cells:
-                with stream_of(cell):
-                    advance(cell, stop)
+            train_round(cells, stop)
         wait()
 
     run(warmup)

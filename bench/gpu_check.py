@@ -194,7 +194,7 @@ def main(root: Path, tiny: bool, parts: list[str], budget_s: float) -> dict:
     }
     if gains:
         report["fused_paper_study"] = fused_projection(gains)
-    write_json(root / "report.json", report | {"wall_s": time.perf_counter() - start})
+        write_json(root / "report.json", report | {"wall_s": time.perf_counter() - start})
     return report | {"wall_s": time.perf_counter() - start}
 
 

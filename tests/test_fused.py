@@ -94,44 +94,39 @@ def test_fused_cells_end_as_each_alone(synthetic_cache, alone, tmp_path, monkeyp
     assert_same(other, alone)
 
 
-def test_a_killed_fused_job_resumes_every_cell_bitwise(synthetic_cache, alone, tmp_path, monkeypatch):
+def kill():
+    raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize(
+    "at_call, interrupt, stops_with, exit_code, snapshot",
+    [
+        (4 * 5 + 3, kill, KeyboardInterrupt, None, 4),  # killed in round 6, after every cell's snapshot at 4
+        (4 * 2 + 2, lambda: signal.raise_signal(signal.SIGTERM), SystemExit, 143, 3),  # mid-round 3: 2 of 4 stepped
+    ],
+    ids=["killed", "sigterm"],
+)
+def test_an_interrupted_fused_job_resumes_every_cell_bitwise(
+    synthetic_cache, alone, tmp_path, monkeypatch, at_call, interrupt, stops_with, exit_code, snapshot
+):
+    """Killed, every cell resumes from its last snapshot; on SIGTERM every cell writes one at its iteration first."""
     monkeypatch.chdir(tmp_path)
     real_loss, calls = train_module.pose_loss, {"n": 0}
 
-    def dying_loss(*args, **kwargs):
+    def interrupted_loss(*args, **kwargs):
         calls["n"] += 1
-        if calls["n"] == 4 * 5 + 3:  # in round 6, after every cell's snapshot at iteration 4
-            raise KeyboardInterrupt
+        if calls["n"] == at_call:
+            interrupt()
         return real_loss(*args, **kwargs)
 
-    monkeypatch.setattr(train_module, "pose_loss", dying_loss)
-    with pytest.raises(KeyboardInterrupt):
+    monkeypatch.setattr(train_module, "pose_loss", interrupted_loss)
+    with pytest.raises(stops_with) as stopped:
         train_with_group(cell_config(synthetic_cache, OWN), OWN, STUDY)
+    assert getattr(stopped.value, "code", None) == exit_code
     monkeypatch.setattr(train_module, "pose_loss", real_loss)
     for cell in GROUP:
-        assert [p.name for p in (tmp_path / cell.folder / "snapshots").glob("snapshot-*")] == ["snapshot-0000004.pt"]
-    train_with_group(cell_config(synthetic_cache, OWN), OWN, STUDY)
-    for cell in GROUP:
-        assert_same(cell, alone)
-
-
-def test_sigterm_snapshots_every_fused_cell_and_the_rerun_ends_as_alone(synthetic_cache, alone, tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    real_loss, calls = train_module.pose_loss, {"n": 0}
-
-    def loss_then_signal(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 4 * 2 + 2:  # mid-way through round 3: two cells have stepped, two have not
-            signal.raise_signal(signal.SIGTERM)
-        return real_loss(*args, **kwargs)
-
-    monkeypatch.setattr(train_module, "pose_loss", loss_then_signal)
-    with pytest.raises(SystemExit) as exit_info:
-        train_with_group(cell_config(synthetic_cache, OWN), OWN, STUDY)
-    assert exit_info.value.code == 143
-    monkeypatch.setattr(train_module, "pose_loss", real_loss)
-    for cell in GROUP:
-        assert [p.name for p in (tmp_path / cell.folder / "snapshots").glob("snapshot-*")] == ["snapshot-0000003.pt"]
+        snapshots = [p.name for p in (tmp_path / cell.folder / "snapshots").glob("snapshot-*")]
+        assert snapshots == [f"snapshot-{snapshot:07d}.pt"]
     train_with_group(cell_config(synthetic_cache, OWN), OWN, STUDY)
     for cell in GROUP:
         assert_same(cell, alone)

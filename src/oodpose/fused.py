@@ -38,18 +38,13 @@ LOCK = ".train.lock"  # in a cell's folder: held by the job that trains the cell
 
 def train_with_group(config: TrainConfig, cell: Cell, study_config: dict) -> Path:
     """Train `cell` (its settings `config`) with the unfinished cells of its group; returns its ``model.pt``."""
-    siblings = [c for c in fusion_group(study_config, cell) if c != cell]
+    siblings = [sibling_config(config, c) for c in fusion_group(study_config, cell) if c != cell]
     with contextlib.ExitStack() as locks:
         locks.enter_context(cell_lock(Path(config.out)))
-        taken = [
-            c
-            for c in siblings
-            if unfinished(sibling_config(config, c)) and locks.enter_context(cell_lock(Path(c.folder), wait=False))
-        ]
-        configs = [config, *(sibling_config(config, c) for c in taken)]
+        taken = [c for c in siblings if unfinished(c) and locks.enter_context(cell_lock(Path(c.out), wait=False))]
         if taken:
-            log.info("fused: training %s with %s", cell.folder, ", ".join(c.folder for c in taken))
-        cells = start_cells(configs)
+            log.info("fused: training %s with %s", cell.folder, ", ".join(c.out for c in taken))
+        cells = start_cells([config, *taken])
         train_cells(cells)
         for other in cells[1:]:
             if other.error:

@@ -476,10 +476,8 @@ def train_cells(cells: list[CellTraining]) -> None:
     progress = tqdm(total=total, initial=sum(c.iteration for c in cells), desc=desc, mininterval=5)
     try:
         while active:
-            for cell in active:
-                with stream_of(cell):
-                    advance(cell, stop)
-                progress.update(1)
+            train_round(active, stop)
+            progress.update(len(active))
             active = [c for c in active if not (c.finished or c.error)]
             if stop.requested:
                 for cell in active:
@@ -490,6 +488,13 @@ def train_cells(cells: list[CellTraining]) -> None:
     finally:
         progress.close()
         stop.restore()
+
+
+def train_round(cells: list[CellTraining], stop: StopRequest) -> None:
+    """One iteration of each cell, in turn, each on its own stream."""
+    for cell in cells:
+        with stream_of(cell):
+            advance(cell, stop)
 
 
 def stream_of(cell: CellTraining):
