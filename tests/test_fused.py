@@ -80,12 +80,14 @@ def alone(synthetic_cache, tmp_path_factory) -> Path:
     return root
 
 
-def test_fused_cells_end_as_each_alone(synthetic_cache, alone, tmp_path, monkeypatch):
+def test_fused_cells_end_as_each_alone(synthetic_cache, alone, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     train_with_group(cell_config(synthetic_cache, OWN), OWN, STUDY)
     assert (tmp_path / OWN.folder / "model.pt").exists()
     for cell in GROUP:
         assert_same(cell, alone)
+    last = " ".join(f"{losses(c)['loss'].iloc[-1]:.4f}" for c in GROUP)
+    assert f"loss={last}]" in capsys.readouterr().err  # the progress bar shows each cell's latest loss
     assert not any((tmp_path / c.folder / "model.pt").exists() for c in GROUP[1:])  # their own jobs write them
 
     other = GROUP[3]  # its own job then finds its final snapshot and trains nothing

@@ -401,6 +401,7 @@ class CellTraining:
     pending: list[dict] = dataclasses.field(default_factory=list)
     saved_at: int = -1  # the iteration of its newest resume snapshot
     error: str | None = None  # why it stopped early: its loss was not finite
+    last_loss: float | None = None  # its latest logged loss, for the progress bar
     tick: float = dataclasses.field(default_factory=time.perf_counter)
 
     @property
@@ -478,6 +479,7 @@ def train_cells(cells: list[CellTraining]) -> None:
         while active:
             train_round(active, stop)
             progress.update(len(active))
+            show_losses(progress, cells)
             active = [c for c in active if not (c.finished or c.error)]
             if stop.requested:
                 for cell in active:
@@ -488,6 +490,13 @@ def train_cells(cells: list[CellTraining]) -> None:
     finally:
         progress.close()
         stop.restore()
+
+
+def show_losses(progress: tqdm, cells: list[CellTraining]) -> None:
+    """Each cell's latest logged loss beside the bar (in the rule log when it closes); no device wait."""
+    shown = [f"{c.last_loss:.4f}" for c in cells if c.last_loss is not None]
+    if shown and progress.postfix != "loss=" + " ".join(shown):
+        progress.set_postfix_str("loss=" + " ".join(shown), refresh=False)
 
 
 def train_round(cells: list[CellTraining], stop: StopRequest) -> None:
@@ -537,6 +546,7 @@ def write_log(cell: CellTraining) -> None:
     logged = log_rows(cell.pending)
     append_log(cell.out / TRAIN_LOG, logged)  # the log shows the losses up to a failure, too
     cell.pending = []
+    cell.last_loss = logged[-1]["loss"]
     cell.error = first_non_finite(logged)
     if cell.error:
         log.error("%s: %s", cell.out, cell.error)
