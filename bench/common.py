@@ -122,7 +122,6 @@ def bare_step(
     meets the same sequence of canvas sizes as the real loop: a like-for-like comparison with it.
     """
     from oodpose.data.cache import Cache
-    from oodpose.data.dataset import PoseDataset
     from oodpose.settings import TrainConfig
     from oodpose.train import batches, build_run, set_learning_rate, step_function, training_rows
 
@@ -135,7 +134,7 @@ def bare_step(
     if loop_canvases:
         loader = batches(cache, training_rows(cache, cfg), cfg, run.rt, 0, run.rt.workers)
     else:  # the canvas every batch of 'none' has
-        loader = [next(iter(torch.utils.data.DataLoader(PoseDataset(cache, training_rows(cache, cfg)), batch_size=8)))]
+        loader = [first_batch(cache, cfg)]
     on_device = [
         (images.to(run.rt.device).contiguous(memory_format=fmt), keypoints.to(run.rt.device), scales.to(run.rt.device))
         for images, keypoints, scales, _ in loader
@@ -144,6 +143,86 @@ def bare_step(
     step = step_function(run, cfg)
     source = itertools.cycle(on_device)
     return lambda: step(*next(source))
+
+
+def first_batch(cache, cfg) -> tuple:
+    """The first batch of 8 of the cell's training frames, unaugmented: (images, keypoints, scales, rows)."""
+    from oodpose.data.dataset import PoseDataset
+    from oodpose.train import training_rows
+
+    return next(iter(torch.utils.data.DataLoader(PoseDataset(cache, training_rows(cache, cfg)), batch_size=8)))
+
+
+def vmapped_step(cache_path: Path, backbone: str, k: int, device: str = "cpu", cuda_graphs: bool = False):
+    """`k` cells' bare steps (`bare_step`, from scratch, seeds 0 .. k-1) as one, PyTorch's "model ensembling":
+    the cells' parameters stacked (`torch.func.stack_module_state`), the network called under `vmap` (its
+    convolutions become grouped ones), one Adam over the stacked tensors (elementwise, so each cell's update
+    stays its own; one rate for all here). Returns (step, stacked parameters, the cells' runs before any step).
+
+    Frozen batch norm only: under vmap, trained running statistics (MobileNetV2) are not each cell's own
+    (PyTorch's "Patching Batch Norm" page; `vmap_gradient_difference` measures it)."""
+    import copy
+    import dataclasses
+
+    from torch.func import functional_call, stack_module_state, vmap
+
+    from oodpose.cuda_graphs import GraphedStep
+    from oodpose.data.cache import Cache
+    from oodpose.settings import TrainConfig
+    from oodpose.targets import make_targets, pose_loss
+    from oodpose.train import build_run
+
+    cfg = TrainConfig(str(cache_path), "", backbone, "scratch", device=device, workers=0).resolved()
+    cache = Cache(cache_path)
+    runs = [build_run(dataclasses.replace(cfg, seed=seed), len(cache.bodyparts)) for seed in range(k)]
+    for run in runs:
+        run.model.train()
+    alone = copy.deepcopy(runs)
+    params, buffers = stack_module_state([run.model for run in runs])
+    network, rt, cuda = copy.deepcopy(runs[0].model).to("meta"), runs[0].rt, device == "cuda"
+    lr = torch.tensor(cfg.ilr, device=rt.device) if cuda else cfg.ilr
+    optimizer = torch.optim.Adam(params.values(), lr=lr, fused=cuda, capturable=cuda)
+    images, keypoints, scales, _ = first_batch(cache, cfg)
+    with torch.no_grad():
+        map_size = runs[0].model(images.to(rt.device))[0].shape[-2:]
+    batch = [torch.stack([t] * k).to(rt.device) for t in (images, keypoints, scales)]  # each cell its own copy
+
+    def cell_loss(p, b, x, scoremap, locref, mask):
+        with rt.autocast():
+            logits, pred = functional_call(network, (p, b), (x,))
+        return pose_loss(logits, pred, scoremap, locref, mask, cfg.locref_weight)[0]
+
+    def step(x, kp, sc):
+        targets = make_targets(kp.flatten(0, 1), map_size, cfg.pos_dist_thresh * sc.flatten(0, 1))
+        losses = vmap(cell_loss)(params, buffers, x, *(t.unflatten(0, (k, -1)) for t in targets))
+        optimizer.zero_grad(set_to_none=True)
+        losses.sum().backward()
+        optimizer.step()
+        return losses.detach()
+
+    stepped = GraphedStep(step) if cuda_graphs and cuda else step
+    return (lambda: stepped(*batch)), params, alone
+
+
+def vmap_gradient_difference(cache_path: Path, backbone: str, k: int, device: str = "cpu") -> float:
+    """The largest relative difference between a cell's gradients in one vmapped step and in its own step
+    (max |g_vmap - g_alone| / max |g_alone|, over its parameter tensors and the `k` cells)."""
+    from oodpose.data.cache import Cache
+    from oodpose.settings import TrainConfig
+    from oodpose.train import set_learning_rate, train_step
+
+    step, params, alone = vmapped_step(cache_path, backbone, k, device)
+    step()
+    cfg = TrainConfig(str(cache_path), "", backbone, "scratch", device=device, workers=0).resolved()
+    images, keypoints, scales, _ = first_batch(Cache(cache_path), cfg)
+    worst = 0.0
+    for cell, run in enumerate(alone):
+        set_learning_rate(run, cfg.ilr)
+        train_step(run, cfg, *(t.to(run.rt.device) for t in (images, keypoints, scales)))
+        for name, p in run.model.named_parameters():
+            scale = p.grad.abs().max().clamp(min=1e-30)
+            worst = max(worst, ((params[name].grad[cell] - p.grad).abs().max() / scale).item())
+    return worst
 
 
 def step_seconds(step, iterations: int) -> list[float]:

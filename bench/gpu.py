@@ -39,7 +39,14 @@ import pandas as pd
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import bare_step, machine, synthetic_cache, train_seconds  # noqa: E402
+from common import (  # noqa: E402
+    bare_step,
+    machine,
+    synthetic_cache,
+    train_seconds,
+    vmap_gradient_difference,
+    vmapped_step,
+)
 
 from oodpose import paper  # noqa: E402
 from oodpose.atomic import atomic_file  # noqa: E402
@@ -110,10 +117,12 @@ def worker(cache_path: Path, backbone: str, folder: Path, index: int) -> None:
     (folder / f"steps-{index}.json").write_text(json.dumps({"steps": steps, "seconds": time.time() - start}))
 
 
-def graphed_streams(cache_path: Path, backbone: str, n: int, iterations: int) -> float:
-    """Steps per second per GPU of `n` graphed bare steps in this process, each on its own CUDA stream."""
-    steps = [bare_step(cache_path, backbone, "scratch", "cuda", cuda_graphs=True) for _ in range(n)]
-    streams = [torch.cuda.Stream() for _ in range(n)]
+def graphed_streams(cache_path: Path, backbone: str, n: int, iterations: int, device: str = "cuda") -> float:
+    """Steps per second per GPU of `n` graphed bare steps in this process, each on its own CUDA stream (on the
+    CPU, for the dry run: eager steps in turn)."""
+    cuda = device == "cuda"
+    steps = [bare_step(cache_path, backbone, "scratch", device, cuda_graphs=cuda) for _ in range(n)]
+    streams = [torch.cuda.Stream() if cuda else None for _ in range(n)]
 
     def all_cells():
         for step, stream in zip(steps, streams):
@@ -300,6 +309,26 @@ def fused_measurements(cache_path: Path, root: Path, backbone: str, ks: list[int
     for k in ks:
         result[f"fused_{k}"] = fused_steps_per_s(cache_path, root / f"fused-{k}", backbone, k, True, rounds, device)
     result["best_gain"] = max(v for key, v in result.items() if key.startswith("fused_")) / result["eager_1"]
+    return result
+
+
+ENGINE_PROBES = ["resnet50", "efficientnet_b3"]  # frozen batch norm: vmap cannot keep MobileNetV2's statistics
+ENGINE_CELLS = [6, 12]
+
+
+def engines(cache_path: Path, backbone: str, ks: list[int], iterations: int, device: str = "cuda") -> dict:
+    """Fused training's two candidate engines on bare steps of `ks` cells per process: each cell graphed on its
+    own CUDA stream (what `oodpose.fused` runs) and all cells as one vmapped step (graphed where its capture
+    works): steps/s per GPU; and how far vmap's gradients are from each cell's own (`vmap_max_rel_grad`)."""
+    result = {"vmap_max_rel_grad": vmap_gradient_difference(cache_path, backbone, 2, device)}
+    for k in ks:
+        result[f"streams_{k}"] = graphed_streams(cache_path, backbone, k, iterations, device)
+        try:
+            step = vmapped_step(cache_path, backbone, k, device, cuda_graphs=True)[0]
+            result[f"vmap_{k}"] = k / device_seconds(step, iterations)
+        except Exception as err:  # a capture vmap does not support: measure it eager, and say why
+            result[f"vmap_{k}_graphs_error"] = f"{type(err).__name__}: {str(err)[:300]}"
+            result[f"vmap_{k}"] = k / device_seconds(vmapped_step(cache_path, backbone, k, device)[0], iterations)
     return result
 
 

@@ -11,17 +11,20 @@ Parts, in this order (each measurement in a child process of its own, logged to 
 - cell: one full-length pretrained cell (EfficientNet-Lite0, 30,000 iterations, split 1, 50 %, graphed) on
   the synthetic Horse-30 at Horse-10's frame size: wall time, minutes per 1k iterations, within/OOD PCK.
 
-Its own command, within the same kind of budget (`--only fused`):
+Its own command, within the same kind of budget (`--only fused engines`):
 - fused: for MobileNetV2-0.35, ResNet-50 and EfficientNet-B3 from scratch, the real loop of one eager cell and
   of K = 1, 2, 6 and 12 graphed cells in one process (`bench/gpu.py`'s `fused_measurements`), steps/s per GPU;
-  then the paper study's GPU-hours by the backbone table, divided by each family's best fused gain.
+  then the paper study's GPU-hours by the backbone table, divided by each family's best fused gain;
+- engines: for ResNet-50 and EfficientNet-B3 (frozen batch norm), bare steps of K = 6 and 12 cells as graphed
+  CUDA streams (fused training's engine) and as one vmapped step (`bench/gpu.py`'s `engines`), steps/s per
+  GPU, and vmap's largest relative gradient difference from a cell's own step.
 
 OUT/report.json is rewritten after every child (and each child rewrites its own results as it goes), so a
 run cut by a time limit still says what it measured; a child that fails or overruns is recorded with its
 log's tail, and the parts after it still run while the budget lasts. `--tiny` is the CPU dry run of the
 same path (a few iterations, workers 0 and 2, the workflow planned but not run).
 
-    python bench/gpu_check.py OUT [--tiny] [--only match loop workflow cell fused] [--budget-s 360]
+    python bench/gpu_check.py OUT [--tiny] [--only match loop workflow cell fused engines] [--budget-s 360]
 """
 
 from __future__ import annotations
@@ -36,14 +39,24 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import REPO, bare_step, machine, synthetic_cache, train_seconds, workflow_dir  # noqa: E402
-from gpu import FAMILY_PROBES, FUSED, device_seconds, fused_measurements, fused_projection, loss_match  # noqa: E402
+from gpu import (  # noqa: E402
+    ENGINE_CELLS,
+    ENGINE_PROBES,
+    FAMILY_PROBES,
+    FUSED,
+    device_seconds,
+    engines,
+    fused_measurements,
+    fused_projection,
+    loss_match,
+)
 
 from oodpose.atomic import atomic_file  # noqa: E402
 
 MATCH = [("resnet50", "scratch"), ("efficientnet_lite0", "imagenet")]
 LOOP = [("mobilenetv2_035", "scratch"), ("resnet50", "scratch"), ("efficientnet_b3", "imagenet")]
-PARTS = ("match", "loop", "workflow", "cell", "fused")
-CHECK = PARTS[:4]  # the GPU check; `fused` is a command of its own
+PARTS = ("match", "loop", "workflow", "cell", "fused", "engines")
+CHECK = PARTS[:4]  # the GPU check; `fused` and `engines` are a command of their own
 
 
 def write_json(path: Path, value) -> None:
@@ -131,7 +144,11 @@ def fused(out: Path, cache: str, backbone: str, ks: list[int], rounds: list[int]
     write_json(out, fused_measurements(Path(cache), out.parent / f"runs-{out.stem}", backbone, ks, rounds, device()))
 
 
-CHILDREN = {"match": match, "loop": loop, "workflow": workflow, "cell": cell, "fused": fused}
+def engine(out: Path, cache: str, backbone: str, ks: list[int], iterations: int) -> None:
+    write_json(out, engines(Path(cache), backbone, ks, iterations, device()))
+
+
+CHILDREN = {"match": match, "loop": loop, "workflow": workflow, "cell": cell, "fused": fused, "engines": engine}
 
 
 def plan(root: Path, cache: Path, tiny: bool) -> list[tuple[str, str, dict, int]]:
@@ -151,6 +168,9 @@ def plan(root: Path, cache: Path, tiny: bool) -> list[tuple[str, str, dict, int]
     fused_run = dict(ks=FUSED[:2], rounds=[3, 5]) if tiny else dict(ks=FUSED, rounds=[60, 100])
     for b in list(FAMILY_PROBES.values())[: 1 if tiny else 3]:
         children.append(("fused", f"fused-{b}", dict(cache=str(cache), backbone=b, **fused_run), 150))
+    engine_run = dict(ks=[2], iterations=1) if tiny else dict(ks=ENGINE_CELLS, iterations=100)
+    for b in ["efficientnet_lite0"] if tiny else ENGINE_PROBES:  # the dry run: a small frozen-BN network
+        children.append(("engines", f"engines-{b}", dict(cache=str(cache), backbone=b, **engine_run), 120))
     return children
 
 

@@ -78,9 +78,12 @@ def test_the_gpu_check_dry_run_logs_every_child_and_reports_what_each_measured(t
 
 @pytest.mark.slow
 def test_the_fused_measurement_dry_run_reports_each_k_and_the_study_projection(tmp_path):
-    """Fused training's GPU measurement (issue: fused cells) on the CPU: its own command, one child per backbone."""
-    report = gpu_check(tmp_path, "--tiny", "--only", "fused")
-    assert list(report["children"]) == ["fused-mobilenetv2_035"]
+    """Fused training's GPU measurement (issue: fused cells) on the CPU: its own command, one child per backbone;
+    the vmap engine beside it steps each frozen-BN cell as its own step would (within float rounding)."""
+    report = gpu_check(tmp_path, "--tiny", "--only", "fused", "engines")
+    assert list(report["children"]) == ["fused-mobilenetv2_035", "engines-efficientnet_lite0"]
+    engines = report["children"]["engines-efficientnet_lite0"]["result"]
+    assert engines["vmap_max_rel_grad"] < 1e-4 and engines["streams_2"] > 0 and engines["vmap_2"] > 0
     result = report["children"]["fused-mobilenetv2_035"]["result"]
     assert set(result) == {"eager_1", "fused_1", "fused_2", "best_gain"} and all(v > 0 for v in result.values())
     study = report["fused_paper_study"]
