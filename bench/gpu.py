@@ -271,10 +271,11 @@ LOADER_WORKERS = 8  # the SLURM profile's cpus_per_gpu, shared by a process's ce
 
 def fused_steps_per_s(
     cache_path: Path, root: Path, backbone: str, k: int, graphs: bool, rounds: tuple[int, int], device: str = "cuda"
-) -> float:
+) -> tuple[float, dict]:
     """Steps per second per GPU of the real loop training `k` cells of `backbone` from scratch in one process,
-    over `rounds` = (warm-up, measured) rounds of every cell's iteration, timed between two device waits. The
-    warm-up captures each cell's graphs for most canvas sizes; no snapshot falls in the measured rounds."""
+    over `rounds` = (warm-up, measured) rounds of every cell's iteration, timed between two device waits, and
+    the memory it held then (`memory_held`). The warm-up captures each cell's graphs for most canvas sizes;
+    no snapshot falls in the measured rounds."""
     from oodpose.settings import TrainConfig
     from oodpose.train import StopRequest, start_cell, train_round
 
@@ -297,19 +298,36 @@ def fused_steps_per_s(
             train_round(cells, stop)
         wait()
 
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
     run(warmup)
     start = time.perf_counter()
     run(measured)
-    return k * measured / (time.perf_counter() - start)
+    return k * measured / (time.perf_counter() - start), memory_held(device)
+
+
+def memory_held(device: str) -> dict:
+    """GiB held: the resident memory of this process and its loader workers, and on CUDA the peak of the
+    GPU memory its tensors took since the last reset (what a fused job's `mem_mb` and GPU must hold)."""
+    import psutil
+
+    process = psutil.Process()
+    rss = sum(p.memory_info().rss for p in [process, *process.children(recursive=True)])
+    held = {"host_rss_gib": rss / 2**30}
+    if device == "cuda":
+        held["gpu_peak_gib"] = torch.cuda.max_memory_allocated() / 2**30
+    return held
 
 
 def fused_measurements(cache_path: Path, root: Path, backbone: str, ks: list[int], rounds, device="cuda") -> dict:
-    """One eager cell, then `ks` graphed cells per process: steps/s per GPU, and each K's gain over the eager cell."""
-    result = {"eager_1": fused_steps_per_s(cache_path, root / "eager-1", backbone, 1, False, rounds, device)}
-    for k in ks:
-        result[f"fused_{k}"] = fused_steps_per_s(cache_path, root / f"fused-{k}", backbone, k, True, rounds, device)
+    """One eager cell, then `ks` graphed cells per process: steps/s per GPU, each K's gain over the eager cell,
+    and the memory each setting held (`memory`)."""
+    result, memory = {}, {}
+    for key, k, graphs in [("eager_1", 1, False), *((f"fused_{k}", k, True) for k in ks)]:
+        rate, held = fused_steps_per_s(cache_path, root / key.replace("_", "-"), backbone, k, graphs, rounds, device)
+        result[key], memory[key] = rate, held
     result["best_gain"] = max(v for key, v in result.items() if key.startswith("fused_")) / result["eager_1"]
-    return result
+    return result | {"memory": memory}
 
 
 ENGINE_PROBES = ["resnet50", "efficientnet_b3"]  # frozen batch norm: vmap cannot keep MobileNetV2's statistics

@@ -13,7 +13,8 @@ Parts, in this order (each measurement in a child process of its own, logged to 
 
 Its own command, within the same kind of budget (`--only fused engines`):
 - fused: for MobileNetV2-0.35, ResNet-50 and EfficientNet-B3 from scratch, the real loop of one eager cell and
-  of K = 1, 2, 6 and 12 graphed cells in one process (`bench/gpu.py`'s `fused_measurements`), steps/s per GPU;
+  of K = 1, 2, 6 and 12 graphed cells in one process (`bench/gpu.py`'s `fused_measurements`), steps/s per GPU
+  and the host and GPU memory each held;
   then the paper study's GPU-hours by the backbone table, divided by each family's best fused gain;
 - engines: for ResNet-50 and EfficientNet-B3 (frozen batch norm), bare steps of K = 6 and 12 cells as graphed
   CUDA streams (fused training's engine) and as one vmapped step (`bench/gpu.py`'s `engines`), steps/s per

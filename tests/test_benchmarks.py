@@ -85,7 +85,9 @@ def test_the_fused_measurement_dry_run_reports_each_k_and_the_study_projection(t
     engines = report["children"]["engines-efficientnet_lite0"]["result"]
     assert engines["vmap_max_rel_grad"] < 1e-4 and engines["streams_2"] > 0 and engines["vmap_2"] > 0
     result = report["children"]["fused-mobilenetv2_035"]["result"]
+    memory = result.pop("memory")
     assert set(result) == {"eager_1", "fused_1", "fused_2", "best_gain"} and all(v > 0 for v in result.values())
+    assert set(memory) == {"eager_1", "fused_1", "fused_2"} and all(m["host_rss_gib"] > 0.1 for m in memory.values())
     study = report["fused_paper_study"]
     assert study["table_eager_gpu_hours"] == pytest.approx(282.03)
     assert study["fused_gpu_hours"] < study["table_eager_gpu_hours"] or result["best_gain"] <= 1
