@@ -129,7 +129,7 @@ def graphed_streams(cache_path: Path, backbone: str, n: int, iterations: int, de
             with torch.cuda.stream(stream):
                 step()
 
-    return n / device_seconds(all_cells, iterations)
+    return n / device_seconds(all_cells, iterations, warmup=3)
 
 
 def packing(cache_path: Path, root: Path, backbone: str, n: int) -> dict:
@@ -343,10 +343,11 @@ def engines(cache_path: Path, backbone: str, ks: list[int], iterations: int, dev
         result[f"streams_{k}"] = graphed_streams(cache_path, backbone, k, iterations, device)
         try:
             step = vmapped_step(cache_path, backbone, k, device, cuda_graphs=True)[0]
-            result[f"vmap_{k}"] = k / device_seconds(step, iterations)
+            result[f"vmap_{k}"] = k / device_seconds(step, iterations, warmup=3)
         except Exception as err:  # a capture vmap does not support: measure it eager, and say why
             result[f"vmap_{k}_graphs_error"] = f"{type(err).__name__}: {str(err)[:300]}"
-            result[f"vmap_{k}"] = k / device_seconds(vmapped_step(cache_path, backbone, k, device)[0], iterations)
+            eager = vmapped_step(cache_path, backbone, k, device)[0]
+            result[f"vmap_{k}"] = k / device_seconds(eager, iterations, warmup=3)
     return result
 
 

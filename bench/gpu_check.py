@@ -154,7 +154,7 @@ CHILDREN = {"match": match, "loop": loop, "workflow": workflow, "cell": cell, "f
 
 def plan(root: Path, cache: Path, tiny: bool) -> list[tuple[str, str, dict, int]]:
     """(part, child name, its arguments, its time limit in seconds) in the order they run."""
-    its = 6 if tiny else 200
+    its = 3 if tiny else 200
     children = [
         ("match", f"match-{b}", dict(cache=str(cache), backbone=b, init=i, iterations=its), 150) for b, i in MATCH
     ]
@@ -164,7 +164,7 @@ def plan(root: Path, cache: Path, tiny: bool) -> list[tuple[str, str, dict, int]
         arguments = dict(cache=str(cache), backbone=b, init=i, iterations=loop_its, workers=workers)
         children.append(("loop", f"loop-{b}", arguments, 150))
     children.append(("workflow", "workflow", dict(cores=4, dry=tiny), 240))
-    sizes = dict(frames=150, iterations=20, workers=0) if tiny else dict(frames=8100, iterations=30_000, workers=8)
+    sizes = dict(frames=90, iterations=10, workers=0) if tiny else dict(frames=8100, iterations=30_000, workers=8)
     children.append(("cell", "cell", dict(root=str(root), **sizes), 400))
     fused_run = dict(ks=FUSED[:2], rounds=[3, 5]) if tiny else dict(ks=FUSED, rounds=[60, 100])
     for b in list(FAMILY_PROBES.values())[: 1 if tiny else 3]:
