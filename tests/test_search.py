@@ -157,9 +157,10 @@ def test_the_laptop_search_dry_runs(workdir):
 
 
 def search_config(workdir, study: dict | None = None, **search) -> str:
-    """config/test.yaml with a search section (and study keys) set."""
+    """config/test.yaml with a search section (and study keys) set, without Horse-C (not the search's concern)."""
     config = yaml.safe_load((workdir / "config" / "test.yaml").read_text())
     config["study"] |= study or {}
+    del config["evaluation"]["corruptions"]
     config["search"] = {"backbones": ["efficientnet_lite0"], "grid": {"ilr": [1e-3], "final_lr": [0.0]}} | search
     (workdir / "search.yaml").write_text(yaml.safe_dump(config))
     return "search.yaml"
