@@ -1,4 +1,5 @@
 import dataclasses
+import functools
 import json
 import shutil
 import signal
@@ -90,6 +91,14 @@ def test_sigterm_writes_a_snapshot(synthetic_cache, tmp_path, monkeypatch):
     assert exit_info.value.code == 143
     assert (tmp_path / "c" / "snapshots" / "snapshot-0000004.pt").exists()
     assert list(pd.read_csv(tmp_path / "c" / "train_log.csv")["iteration"]) == [0, 1, 2, 3]  # logged up to it
+
+
+def test_training_runs_with_the_progress_bar_switched_off(synthetic_cache, tmp_path, monkeypatch):
+    """A switched-off bar (tqdm's `disable`, which TQDM_DISABLE=1 sets) has no display attributes; training must
+    not need them."""
+    monkeypatch.setattr(train_module, "tqdm", functools.partial(train_module.tqdm, disable=True))
+    model = torch.load(train(config(synthetic_cache, tmp_path / "c", iterations=2)), weights_only=False)
+    assert model["iteration"] == 2
 
 
 def test_corrupted_snapshot_falls_back_to_previous(synthetic_cache, tmp_path, caplog):

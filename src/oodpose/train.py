@@ -495,7 +495,7 @@ def train_cells(cells: list[CellTraining]) -> None:
 def show_losses(progress: tqdm, cells: list[CellTraining]) -> None:
     """Each cell's latest logged loss beside the bar (in the rule log when it closes); no device wait."""
     shown = [f"{c.last_loss:.4f}" for c in cells if c.last_loss is not None]
-    if shown and progress.postfix != "loss=" + " ".join(shown):
+    if shown:
         progress.set_postfix_str("loss=" + " ".join(shown), refresh=False)
 
 
