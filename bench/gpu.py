@@ -17,7 +17,8 @@ feed, torch.compile, and the projected GPU-hours of the paper's study.
   and 12 cells of MobileNetV2-0.35, ResNet-50 and EfficientNet-B3 in one process (`oodpose.fused`), each
   on its own CUDA stream, against one eager cell: steps/s per GPU, and the paper study's GPU-hours by the
   backbone table divided by each family's best fused gain (`bench/gpu_check.py --only fused` runs it in
-  child processes within a time budget).
+  child processes within a time budget); `engines`, beside it (`--only engines` there): the bare steps of K
+  cells as graphed streams vs as one vmapped step over stacked parameters.
 
 The report is rewritten to OUT_DIR/report.json after each part, so a cut run keeps what it measured.
 Durations on an H100: graphs 9 minutes (each process autotunes cuDNN for its network), hours over 3.
