@@ -153,6 +153,13 @@ def first_batch(cache, cfg) -> tuple:
     return next(iter(torch.utils.data.DataLoader(PoseDataset(cache, training_rows(cache, cfg)), batch_size=8)))
 
 
+def scratch_config(cache_path: Path, backbone: str, device: str):
+    """The settings of the vmapped cells and of each cell's own step, which `vmap_gradient_difference` compares."""
+    from oodpose.settings import TrainConfig
+
+    return TrainConfig(str(cache_path), "", backbone, "scratch", device=device, workers=0).resolved()
+
+
 def vmapped_step(cache_path: Path, backbone: str, k: int, device: str = "cpu", cuda_graphs: bool = False):
     """`k` cells' bare steps (`bare_step`, from scratch, seeds 0 .. k-1) as one, PyTorch's "model ensembling":
     the cells' parameters stacked (`torch.func.stack_module_state`), the network called under `vmap` (its
@@ -168,11 +175,10 @@ def vmapped_step(cache_path: Path, backbone: str, k: int, device: str = "cpu", c
 
     from oodpose.cuda_graphs import GraphedStep
     from oodpose.data.cache import Cache
-    from oodpose.settings import TrainConfig
     from oodpose.targets import make_targets, pose_loss
     from oodpose.train import build_run
 
-    cfg = TrainConfig(str(cache_path), "", backbone, "scratch", device=device, workers=0).resolved()
+    cfg = scratch_config(cache_path, backbone, device)
     cache = Cache(cache_path)
     runs = [build_run(dataclasses.replace(cfg, seed=seed), len(cache.bodyparts)) for seed in range(k)]
     for run in runs:
@@ -208,12 +214,11 @@ def vmap_gradient_difference(cache_path: Path, backbone: str, k: int, device: st
     """The largest relative difference between a cell's gradients in one vmapped step and in its own step
     (max |g_vmap - g_alone| / max |g_alone|, over its parameter tensors and the `k` cells)."""
     from oodpose.data.cache import Cache
-    from oodpose.settings import TrainConfig
     from oodpose.train import set_learning_rate, train_step
 
     step, params, alone = vmapped_step(cache_path, backbone, k, device)
     step()
-    cfg = TrainConfig(str(cache_path), "", backbone, "scratch", device=device, workers=0).resolved()
+    cfg = scratch_config(cache_path, backbone, device)
     images, keypoints, scales, _ = first_batch(Cache(cache_path), cfg)
     worst = 0.0
     for cell, run in enumerate(alone):
