@@ -75,7 +75,8 @@ def timed_snakemake(workdir: Path, *args: str) -> float:
 
 
 def synthetic_cache(root: Path, frames: int, individuals: int = 12) -> Path:
-    """A prepared synthetic Horse-30 of `frames` frames at 288x162 (reused when already there)."""
+    """A prepared synthetic Horse-30 of `frames` frames at 288x162 (reused when already there), drawn on every
+    core: on a lent GPU machine, the GPU check's 8,100-frame cell waits for it."""
     from oodpose.data.cache import prepare_cache
     from oodpose.data.synthetic import generate
     from oodpose.settings import DatasetSettings, SyntheticSettings
@@ -85,6 +86,7 @@ def synthetic_cache(root: Path, frames: int, individuals: int = 12) -> Path:
         dataset = generate(
             root / f"dataset-{frames}",
             SyntheticSettings(n_individuals=individuals, n_frames=frames, n_train_individuals=max(1, individuals // 3)),
+            workers=os.cpu_count() or 2,
         )
         prepare_cache(dataset, cache, DatasetSettings(n_train_individuals=max(1, individuals // 3)))
     return cache
