@@ -21,11 +21,14 @@ Its own command, within the same kind of budget (`--only fused engines`):
   GPU, and vmap's largest relative gradient difference from a cell's own step.
 
 OUT/report.json is rewritten after every child (and each child rewrites its own results as it goes), so a
-run cut by a time limit still says what it measured; a child that fails or overruns is recorded with its
-log's tail, and the parts after it still run while the budget lasts. `--tiny` is the CPU dry run of the
+run cut by a time limit still says what it measured; with `--archive FILE`, so is one .tar.gz of the report,
+every child's log and results and the workflow's rule logs (for a machine whose files come back a few at a
+time). A child that fails or overruns is recorded with its log's tail, and the parts after it still run
+while the budget lasts. `--tiny` is the CPU dry run of the
 same path (a few iterations, workers 0 and 2, the workflow planned but not run).
 
     python bench/gpu_check.py OUT [--tiny] [--only match loop workflow cell fused engines] [--budget-s 360]
+                                  [--archive FILE]
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ import json
 import statistics
 import subprocess
 import sys
+import tarfile
 import time
 from pathlib import Path
 
@@ -67,6 +71,17 @@ def write_json(path: Path, value) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_file(path) as tmp:
         Path(tmp).write_text(json.dumps(value, indent=2, default=str))
+
+
+def write_report(root: Path, report: dict, archive: Path | None) -> None:
+    """OUT/report.json, and the archive of everything a reader needs beside it."""
+    write_json(root / "report.json", report)
+    if archive is None:
+        return
+    with atomic_file(archive) as tmp, tarfile.open(tmp, "w:gz") as tar:
+        for name in ("report.json", "logs", "results", "specs", "workflow/results/logs"):
+            if (root / name).exists():
+                tar.add(root / name, arcname=name)
 
 
 def device() -> str:
@@ -198,7 +213,7 @@ def run_child(root: Path, name: str, arguments: dict, limit_s: int) -> dict:
     return record
 
 
-def main(root: Path, tiny: bool, parts: list[str], budget_s: float) -> dict:
+def main(root: Path, tiny: bool, parts: list[str], budget_s: float, archive: Path | None = None) -> dict:
     start = time.perf_counter()
     (root / "logs").mkdir(parents=True, exist_ok=True)
     report = {"benchmark": "gpu_check", "machine": machine(), "device": device(), "tiny": tiny, "children": {}}
@@ -211,7 +226,7 @@ def main(root: Path, tiny: bool, parts: list[str], budget_s: float) -> dict:
             report["children"][name] = {"skipped": f"{left:.0f} s of the {budget_s:.0f} s budget left"}
         else:
             report["children"][name] = run_child(root, name, arguments, int(min(limit_s, left)))
-        write_json(root / "report.json", report | {"wall_s": time.perf_counter() - start})
+        write_report(root, report | {"wall_s": time.perf_counter() - start}, archive)
     gains = {
         family: record["result"]["best_gain"]
         for family, probe in FAMILY_PROBES.items()
@@ -219,7 +234,7 @@ def main(root: Path, tiny: bool, parts: list[str], budget_s: float) -> dict:
     }
     if gains:
         report["fused_paper_study"] = fused_projection(gains)
-        write_json(root / "report.json", report | {"wall_s": time.perf_counter() - start})
+        write_report(root, report | {"wall_s": time.perf_counter() - start}, archive)
     return report | {"wall_s": time.perf_counter() - start}
 
 
@@ -229,10 +244,11 @@ if __name__ == "__main__":
     parser.add_argument("--tiny", action="store_true", help="the CPU dry run: a few iterations of each part")
     parser.add_argument("--only", nargs="+", choices=PARTS, default=list(CHECK))
     parser.add_argument("--budget-s", type=float, default=360, help="stop starting children after this (default 360)")
+    parser.add_argument("--archive", type=Path, help="also rewrite one .tar.gz of the report and logs after each child")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         spec = json.loads((args.out / "specs" / f"{args.child}.json").read_text())
         CHILDREN[args.child.split("-")[0]](args.out / "results" / f"{args.child}.json", **spec)
     else:
-        print(json.dumps(main(args.out, args.tiny, args.only, args.budget_s), indent=2, default=str))
+        print(json.dumps(main(args.out, args.tiny, args.only, args.budget_s, args.archive), indent=2, default=str))

@@ -6,6 +6,7 @@ The timings themselves are not checked here: benchmarks check speed, tests check
 import json
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -45,11 +46,12 @@ def test_gpu_benchmark_tiny_mode_prints_json(tmp_path):
     assert json.loads(result.stdout)["benchmark"] == "gpu"
 
 
+ARCHIVED_PER_CHILD = [("logs", "log"), ("results", "json"), ("specs", "json")]
 GPU_CHECK_CHILDREN = ["match-resnet50", "match-efficientnet_lite0", "loop-mobilenetv2_035", "workflow", "cell"]
 
 
-def gpu_check(out: Path, *args: str) -> dict:
-    command = [sys.executable, str(BENCH / "gpu_check.py"), str(out), *args]
+def gpu_check(out: Path, *args) -> dict:
+    command = [sys.executable, str(BENCH / "gpu_check.py"), str(out), *map(str, args)]
     result = subprocess.run(command, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout)
@@ -80,8 +82,14 @@ def test_the_gpu_check_dry_run_logs_every_child_and_reports_what_each_measured(t
 def test_the_fused_measurement_dry_run_reports_each_k_and_the_study_projection(tmp_path):
     """Fused training's GPU measurement (issue: fused cells) on the CPU: its own command, one child per backbone;
     the vmap engine beside it steps each frozen-BN cell as its own step would (within float rounding)."""
-    report = gpu_check(tmp_path, "--tiny", "--only", "fused", "engines")
+    report = gpu_check(tmp_path / "check", "--tiny", "--only", "fused", "engines", "--archive", tmp_path / "a.tgz")
     assert list(report["children"]) == ["fused-mobilenetv2_035", "engines-efficientnet_lite0"]
+    with tarfile.open(tmp_path / "a.tgz") as archive:  # what a machine whose files come back few at a time returns
+        archived = json.load(archive.extractfile("report.json"))
+        assert archived == report | {"wall_s": pytest.approx(report["wall_s"], abs=1.0)}
+        assert {f"{part}/{child}.{kind}" for child in report["children"] for part, kind in ARCHIVED_PER_CHILD} <= set(
+            archive.getnames()
+        )
     engines = report["children"]["engines-efficientnet_lite0"]["result"]
     assert engines["vmap_max_rel_grad"] < 1e-4 and engines["streams_2"] > 0 and engines["vmap_2"] > 0
     result = report["children"]["fused-mobilenetv2_035"]["result"]
