@@ -7,7 +7,7 @@ Parts, in this order (each measurement in a child process of its own, logged to 
   `paper` augmentation, at loader workers 0, 2, 4 and 8, eager and graphed, against the bare graphed step
   on the loop's own canvases: the loader ratio per setting;
 - workflow: `snakemake --cores 4 --configfile config/test.yaml` on CUDA, on EfficientNet-Lite0 alone, from a
-  clean results/ to findings.md, with its rule logs under OUT/workflow/results/logs;
+  clean results/ to findings.md, with its rule logs under OUT/results/workflow/results/logs;
 - cell: one full-length pretrained cell (EfficientNet-Lite0, 30,000 iterations, split 1, 50 %, graphed) on
   the synthetic Horse-30 at Horse-10's frame size: wall time, minutes per 1k iterations, within/OOD PCK.
 
@@ -65,7 +65,7 @@ LOOP = [("mobilenetv2_035", "scratch"), ("resnet50", "scratch"), ("efficientnet_
 ONE_PRETRAINED_BACKBONE = "study={backbones: [efficientnet_lite0]}"
 # What --archive keeps: the report, each child's log, results and arguments, the workflow's rule logs; not the
 # children's training runs beside their results (snapshots: hundreds of MB).
-ARCHIVED = ("report.json", "logs/*.log", "results/*.json", "specs/*.json", "workflow/results/logs/**/*.log")
+ARCHIVED = ("report.json", "logs/*.log", "results/*.json", "specs/*.json", "results/workflow/results/logs/**/*.log")
 PARTS = ("match", "loop", "workflow", "cell", "fused", "engines")
 CHECK = PARTS[:4]  # the GPU check; `fused` and `engines` are a command of their own
 

@@ -179,3 +179,16 @@ def test_the_search_page_shows_its_choices_and_heatmaps(tmp_path):
     assert "`python bench/search.py` at commit `abc1234`" in page and "**met**" in page
     assert "| efficientnet_lite0 | ilr0.0005_final0.0_cycles1 | 0.412 | False | – |" in page
     assert "(search-laptop/efficientnet_lite0_imagenet.png)" in page
+
+
+def test_the_gpu_check_archive_holds_the_workflows_rule_logs_and_no_training_runs(tmp_path):
+    sys.path.insert(0, str(BENCH))
+    from gpu_check import write_report
+
+    kept = ["logs/workflow.log", "results/workflow.json", "results/workflow/results/logs/synthetic/a/train.log"]
+    for name in [*kept, "results/runs-cell/model.pt", "results/workflow/results/synthetic/cache/images.npy"]:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(name)
+    write_report(tmp_path, {"children": {}}, tmp_path / "check.tgz")
+    with tarfile.open(tmp_path / "check.tgz") as archive:
+        assert sorted(archive.getnames()) == sorted([*kept, "report.json"])
