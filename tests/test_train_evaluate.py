@@ -1,6 +1,7 @@
 import dataclasses
 import functools
 import json
+import os
 import shutil
 import signal
 
@@ -15,7 +16,7 @@ from oodpose.cli import main
 from oodpose.cuda_graphs import GraphedStep
 from oodpose.data.cache import Cache
 from oodpose.data.dataset import PoseDataset
-from oodpose.device import cxx_compiler, runtime
+from oodpose.device import allocated_cpus, cxx_compiler, loader_workers, runtime
 from oodpose.download import sha256_of
 from oodpose.errors import InputError
 from oodpose.evaluate import evaluate, keypoint_metrics, predict_frames
@@ -138,6 +139,22 @@ def test_cpu_runtime_flushes_denormals():
     assert torch.tensor([1e-323], dtype=torch.float64).item() != 0
     runtime("cpu", threads=2)
     assert torch.tensor([1e-323], dtype=torch.float64).item() == 0
+
+
+@pytest.mark.parametrize(
+    "mask, slurm, cpus, workers",
+    [(16, None, 16, 8), (16, "4", 4, 3), (8, "32", 8, 7), (1, None, 1, 0), (64, "", 64, 8), (4, "0", 4, 3)],
+)
+def test_a_gpu_jobs_loader_workers_come_from_its_allocation(monkeypatch, mask, slurm, cpus, workers):
+    """An evaluation job given 4 CPUs of a 64-core node started 8 loader workers (the node's count, capped at 8)
+    beside its main process; where SLURM binds no CPUs, its SLURM_CPUS_ON_NODE caps the affinity mask."""
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(mask)))
+    monkeypatch.setattr(os, "cpu_count", lambda: 64)
+    if slurm is None:
+        monkeypatch.delenv("SLURM_CPUS_ON_NODE", raising=False)
+    else:
+        monkeypatch.setenv("SLURM_CPUS_ON_NODE", slurm)
+    assert (allocated_cpus(), loader_workers()) == (cpus, workers)
 
 
 @pytest.mark.slow  # a minute of inductor compilation

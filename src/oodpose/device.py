@@ -1,8 +1,9 @@
 """Choose the compute device and the settings that make it fast; shared by training and evaluation.
 
 CUDA: mixed precision (bf16 where the GPU supports it, else fp16 with loss scaling), channels_last,
-cudnn.benchmark, pinned memory and loader workers. CPU: channels_last, `threads` intra-op
-threads, fp32, no loader workers unless asked for (they would compete for the same cores), and
+cudnn.benchmark, pinned memory and loader workers, one per CPU of the job's allocation but the one that
+drives the GPU (at most 8). CPU: channels_last, intra-op threads on `threads` or every allocated CPU,
+fp32, no loader workers unless asked for (they would compete for the same cores), and
 denormal floats flushed to zero, as TensorFlow (DeepLabCut's engine) does: training from scratch
 makes some, and arithmetic on them is so slow on x86 that a MobileNetV2-0.35 iteration took
 154 ms instead of 134 ms (bench/README.md).
@@ -17,6 +18,8 @@ from dataclasses import dataclass
 import torch
 
 from oodpose.errors import InputError
+
+MAX_LOADER_WORKERS = 8  # a loader ratio of 1.02 on an H200 with 8 (bench/README.md)
 
 
 @dataclass(frozen=True)
@@ -33,6 +36,19 @@ class Runtime:
         return torch.autocast(self.device.type, dtype=self.amp_dtype, cache_enabled=False)
 
 
+def allocated_cpus() -> int:
+    """The CPUs this job may use: its affinity mask (narrowed by SLURM's task binding or cgroup, or taskset),
+    and no more than SLURM allocated on the node where a cluster does not bind CPUs (SLURM_CPUS_ON_NODE)."""
+    cpus = len(os.sched_getaffinity(0))
+    slurm = os.environ.get("SLURM_CPUS_ON_NODE", "")
+    return min(cpus, int(slurm)) if slurm.isdigit() and int(slurm) > 0 else cpus
+
+
+def loader_workers() -> int:
+    """A GPU job's default loader workers: every allocated CPU but the one that launches the GPU's work."""
+    return max(0, min(MAX_LOADER_WORKERS, allocated_cpus() - 1))
+
+
 def runtime(device: str = "auto", threads: int | None = None, workers: int | None = None, amp: bool = True) -> Runtime:
     """Resolve 'auto' | 'cpu' | 'cuda[:i]' into a configured `Runtime`."""
     if device == "auto":
@@ -45,9 +61,9 @@ def runtime(device: str = "auto", threads: int | None = None, workers: int | Non
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
         dtype = (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16) if amp else None
-        n_workers = min(8, os.cpu_count() or 1) if workers is None else workers
+        n_workers = loader_workers() if workers is None else workers
         return Runtime(dev, dtype, n_workers, pin_memory=True)
-    torch.set_num_threads(threads or len(os.sched_getaffinity(0)))
+    torch.set_num_threads(threads or allocated_cpus())
     torch.set_flush_denormal(True)
     return Runtime(dev, None, workers or 0, pin_memory=False)
 
