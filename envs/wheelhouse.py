@@ -5,7 +5,8 @@ may reach no package index. This downloads, on a machine that can, the wheels of
 `envs/requirements.lock` that the target lacks, at the lock's versions, for the target's Python and
 platform (sdist-only packages are built into wheels here; they are pure Python):
 
-    python envs/wheelhouse.py WHEELS --have have.txt [--python-version 3.12] [--carry timm] [--skip NAME ...]
+    python envs/wheelhouse.py WHEELS --have have.txt [--python-version 3.12] [--lock envs/horse-c.lock]
+                                     [--carry timm] [--skip NAME ...]
 
 `have.txt` is the target's `pip list --format=freeze` (or one package name a line). `--carry` takes a
 package at the lock's version even where the target has its own; `--skip` leaves one out. On the target:
@@ -51,7 +52,7 @@ def wanted(pins: dict[str, str], have: set[str], carry: list[str], skip: list[st
     """The locked packages the target lacks, plus `carry`, minus `skip`."""
     unknown = sorted({canonical(n) for n in carry + skip} - set(pins))
     if unknown:
-        raise SystemExit(f"error: {', '.join(unknown)} not in {LOCK.name}; name packages as the lock does")
+        raise SystemExit(f"error: {', '.join(unknown)} not in the lock; name packages as the lock does")
     keep = (set(pins) - have | {canonical(n) for n in carry}) - {canonical(n) for n in skip}
     return {name: pins[name] for name in sorted(keep)}
 
@@ -84,7 +85,7 @@ def run(command: list) -> None:
     done = subprocess.run([str(part) for part in command], capture_output=True, text=True)
     if done.returncode:
         sys.stderr.write(done.stdout + done.stderr)
-        raise SystemExit(f"error: `pip {command[3]}` failed (above); check the lock's versions exist for the target")
+        raise SystemExit(f"error: `pip {command[3]}` failed; its output is above")
 
 
 def main(argv: list[str] | None = None) -> None:
