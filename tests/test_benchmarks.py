@@ -192,3 +192,17 @@ def test_the_gpu_check_archive_holds_the_workflows_rule_logs_and_no_training_run
     write_report(tmp_path, {"children": {}}, tmp_path / "check.tgz")
     with tarfile.open(tmp_path / "check.tgz") as archive:
         assert sorted(archive.getnames()) == sorted([*kept, "report.json"])
+
+
+def test_the_full_gpu_check_needs_no_download(tmp_path):
+    """A GPU machine reaches no hub: every pretrained network the full check trains must install its weights from a
+    package (the loop part's pretrained EfficientNet-B3 needed the Hugging Face hub)."""
+    sys.path.insert(0, str(BENCH))
+    from gpu_check import PARTS, plan
+
+    from oodpose.backbones import get_backbone
+
+    children = plan(tmp_path, tmp_path / "cache", tiny=False)
+    assert {part for part, *_ in children} == set(PARTS)
+    pretrained = {a["backbone"] for _, _, a, _ in children if a.get("init") == "imagenet"} | {"efficientnet_lite0"}
+    assert {b: get_backbone(b).source.kind for b in pretrained} == dict.fromkeys(pretrained, "pypi")
