@@ -159,7 +159,7 @@ def add_train(s: argparse.ArgumentParser) -> None:
     )
     s.add_argument("--cycles", type=int, help="cosine cycles (default: the table's from scratch, else 1)")
     s.add_argument("--device", help="auto (default), cpu or cuda[:i]")
-    s.add_argument("--workers", type=int, help="data-loader workers (default: by device)")
+    s.add_argument("--workers", type=int, help="loader workers (default: on CUDA the allocated CPUs but one, <= 8)")
     s.add_argument("--weights", help="a .pth/.safetensors file of ImageNet weights for the backbone")
     s.add_argument("--backbones-table", help="the backbone table (default: the one the package ships)")
 
