@@ -79,6 +79,7 @@ def synthetic_cache(root: Path, frames: int, individuals: int = 12) -> Path:
     core: on a lent GPU machine, the GPU check's 8,100-frame cell waits for it."""
     from oodpose.data.cache import prepare_cache
     from oodpose.data.synthetic import generate
+    from oodpose.device import allocated_cpus
     from oodpose.settings import DatasetSettings, SyntheticSettings
 
     cache = root / f"cache-{frames}"
@@ -86,7 +87,7 @@ def synthetic_cache(root: Path, frames: int, individuals: int = 12) -> Path:
         dataset = generate(
             root / f"dataset-{frames}",
             SyntheticSettings(n_individuals=individuals, n_frames=frames, n_train_individuals=max(1, individuals // 3)),
-            workers=os.cpu_count() or 2,
+            workers=allocated_cpus(),
         )
         prepare_cache(dataset, cache, DatasetSettings(n_train_individuals=max(1, individuals // 3)))
     return cache

@@ -29,7 +29,6 @@ Durations on an H100: graphs 9 minutes (each process autotunes cuDNN for its net
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import subprocess
 import sys
@@ -267,7 +266,6 @@ def compile_part(report: dict, cache_path: Path, root: Path, n: int, tiny: bool)
 
 FUSED = [1, 2, 6, 12]  # cells per process
 FUSED_CELLS = [(split, fraction) for fraction in (50, 20, 10, 5) for split in (1, 2, 3)]  # 12 cells of one group
-LOADER_WORKERS = 8  # the SLURM profile's cpus_per_gpu, shared by a process's cells
 
 
 def fused_steps_per_s(
@@ -277,19 +275,20 @@ def fused_steps_per_s(
     over `rounds` = (warm-up, measured) rounds of every cell's iteration, timed between two device waits, and
     the memory it held then (`memory_held`). The warm-up captures each cell's graphs for most canvas sizes;
     no snapshot falls in the measured rounds."""
+    from oodpose.fused import start_cells
     from oodpose.settings import TrainConfig
-    from oodpose.train import StopRequest, start_cell, train_round
+    from oodpose.train import StopRequest, train_round
 
     warmup, measured = rounds
-    workers = max(1, LOADER_WORKERS // k) if device == "cuda" else 0
-    configs = [
-        TrainConfig(str(cache_path), str(root / f"split{s}_frac{f}"), backbone, "scratch", s, f)
-        for s, f in FUSED_CELLS[:k]
-    ]
-    options = dict(iterations=warmup + measured + 1, device=device, workers=workers, cuda_graphs=graphs)
-    cells = [
-        start_cell(dataclasses.replace(c, snapshot_every=options["iterations"], **options), workers) for c in configs
-    ]
+    iterations = warmup + measured + 1
+    workers = None if device == "cuda" else 0  # a fused job's own: its allocation's, shared by its cells' loaders
+    options = dict(iterations=iterations, snapshot_every=iterations, device=device, workers=workers, cuda_graphs=graphs)
+    cells = start_cells(
+        [
+            TrainConfig(str(cache_path), str(root / f"split{s}_frac{f}"), backbone, "scratch", s, f, **options)
+            for s, f in FUSED_CELLS[:k]
+        ]
+    )
     wait = torch.cuda.synchronize if device == "cuda" else lambda: None
 
     stop = StopRequest()
