@@ -47,7 +47,7 @@ def test_gpu_benchmark_tiny_mode_prints_json(tmp_path):
 
 
 ARCHIVED_PER_CHILD = [("logs", "log"), ("results", "json"), ("specs", "json")]
-GPU_CHECK_CHILDREN = ["match-resnet50", "match-efficientnet_lite0", "loop-mobilenetv2_035", "workflow", "cell"]
+GPU_CHECK_CHILDREN = ["workflow", "match-resnet50", "match-efficientnet_lite0", "loop-mobilenetv2_035", "cell"]
 
 
 def gpu_check(out: Path, *args) -> dict:
@@ -69,6 +69,12 @@ def test_the_gpu_check_dry_run_logs_every_child_and_reports_what_each_measured(t
     for name, record in children.items():
         assert record["rc"] == 0, record.get("log_tail")
         assert (tmp_path / "logs" / f"{name}.log").stat().st_size > 0
+    # The workflow runs beside the match part (neither is timed); each timed child starts once both have ended
+    # (0.2 s: the report's times are rounded to 0.1 s).
+    ended = {name: record["started_s"] + record["wall_s"] - 0.2 for name, record in children.items()}
+    assert children["match-resnet50"]["started_s"] < ended["workflow"]
+    assert children["loop-mobilenetv2_035"]["started_s"] >= max(ended["workflow"], ended["match-efficientnet_lite0"])
+    assert children["cell"]["started_s"] >= ended["loop-mobilenetv2_035"]
     assert set(children["match-resnet50"]["result"]) >= {"graphed_vs_eager_max_rel", "eager_vs_eager_max_rel"}
     assert {"workers0_eager", "workers2_graphed"} <= set(children["loop-mobilenetv2_035"]["result"])
     assert children["workflow"]["result"]["dry_run"] and set(children["cell"]["result"]["pck"]) == {
