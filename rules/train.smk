@@ -9,6 +9,8 @@ rule train:
         f"{CELL_LOGS}/train.log",
     benchmark:
         f"{CELL_BENCHMARKS}/train.tsv"
+    # The longest jobs first: the last to start are short, so no core or GPU idles long at the end.
+    priority: train_minutes
     group:
         TRAIN_GROUP
     conda:

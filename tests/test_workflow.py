@@ -237,6 +237,32 @@ def test_end_to_end_produces_every_output(finished_run):
     assert (finished_run / "results" / "benchmarks" / "synthetic" / "prepare.tsv").exists()
 
 
+def started_training_jobs(log: str) -> list[tuple[str, str]]:
+    """(backbone, init) of each training job, in the order a run's Snakemake log shows them started."""
+    jobs, in_train = [], False
+    for line in log.splitlines():
+        if line.startswith(("rule ", "localrule ")):
+            in_train = line.split()[-1] == "train:"
+        elif in_train and "wildcards:" in line:
+            wildcards = dict(item.split("=") for item in line.split("wildcards:")[1].strip().split(", "))
+            jobs.append((wildcards["backbone"], wildcards["init"]))
+            in_train = False
+    return jobs
+
+
+@pytest.mark.slow
+def test_training_jobs_start_longest_first(finished_run):
+    """The demo once started its longest job (a pretrained Lite2, 238 s) last, and one of its 2 cores idled for
+    2.5 minutes; training jobs now start in order of the table's estimate of their minutes, longest first."""
+    from oodpose.backbones import load_backbones
+
+    config = yaml.safe_load((finished_run / "config" / "test.yaml").read_text())
+    table, iterations = load_backbones(finished_run / "config" / "backbones.tsv"), config["training"]["iterations"]
+    first_run = sorted((finished_run / ".snakemake" / "log").glob("*.snakemake.log"))[0].read_text()
+    minutes = [table[b].gpu_minutes_per_1k_iter * iterations[i] for b, i in started_training_jobs(first_run)]
+    assert len(minutes) == n_cells(config) and minutes == sorted(minutes, reverse=True)
+
+
 @pytest.mark.slow
 def test_report_is_self_contained_html(run_copy):
     snakemake(run_copy, "--configfile", "config/test.yaml", "--report", "results/report.html")
