@@ -1,8 +1,8 @@
 """The GPU check: one prepared command for a lent GPU, within about 6 minutes of its time.
 
-Parts (each measurement in a child process of its own, logged to OUT/logs/<name>.log). The workflow runs beside
-the match part: neither is timed, and at batch 8 each leaves a launch-bound GPU idle most of the time, so the
-pair takes about the longer one's time; the timed parts (loop, cell) then run alone, in this order:
+Parts, in this order (each measurement in a child process of its own, logged to OUT/logs/<name>.log), except
+that the workflow starts first and runs beside the match part: neither is timed, and at batch 8 each leaves a
+launch-bound GPU idle most of the time (the CPU dry run: 25 s for both, not 44 s); every timed part runs alone:
 - match: the real loop's losses over 200 iterations, graphed vs eager, with eager vs eager as the noise
   floor, for ResNet-50 from scratch and EfficientNet-Lite0 pretrained (frozen batch-norm statistics);
 - loop: the real loop's seconds per iteration for MobileNetV2-0.35, ResNet-50 and EfficientNet-B3 from scratch, with the
@@ -290,7 +290,8 @@ if __name__ == "__main__":
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        os.nice(NICE if args.child == BESIDE else 0)
+        if args.child == BESIDE:
+            os.nice(NICE)
         spec = json.loads((args.out / "specs" / f"{args.child}.json").read_text())
         CHILDREN[args.child.split("-")[0]](args.out / "results" / f"{args.child}.json", **spec)
     else:
