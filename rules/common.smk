@@ -233,8 +233,7 @@ def training_settings(wildcards):
 
 def backbone_architecture(wildcards):
     """The table's columns that define the network; a change here retrains the backbone's cells too."""
-    row = BACKBONES[wildcards.backbone]
-    return dict(timm_model=row.timm_model, weights=row.weights, family=row.family)
+    return BACKBONES[wildcards.backbone].architecture
 
 
 def weights_input(wildcards):

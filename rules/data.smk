@@ -65,7 +65,8 @@ rule fetch_weights:
     conda:
         "../envs/oodpose.yaml"
     params:
-        table=config["backbones_table"],
+        # the row's weight source: another source fetches again; the table's path is no rerun trigger
+        source=lambda wildcards: BACKBONES[wildcards.backbone].weights,
     script:
         "../workflow/scripts/fetch_weights.py"
 

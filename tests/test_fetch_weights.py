@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -107,3 +108,35 @@ def test_unreachable_hub_fails_fast_with_the_three_ways(tmp_path):
         "resnet50" in result.stderr and "three ways" in result.stderr and "downloading timm/resnet50" in result.stderr
     )
     assert not (tmp_path / "w.safetensors").exists()
+
+
+def test_a_new_weight_source_fetches_again_and_a_copied_table_does_not(hub, tmp_path):
+    """fetch_weights depends on its row's weight source, not on the table's path: before, a table edited to
+    another hub tag kept the old tag's file (and trained from it), and a copy of the table fetched again."""
+    import pandas as pd
+    import yaml
+    from test_workflow import REPO, planned_outputs, snakemake
+
+    shutil.copytree(REPO / "config", tmp_path / "config")
+    table = pd.read_csv(tmp_path / "config" / "backbones.tsv", sep="\t", keep_default_na=False)
+    config = yaml.safe_load((tmp_path / "config" / "test.yaml").read_text())
+    target = "resources/weights/resnet50.safetensors"
+
+    def plan(table_name: str) -> set[str]:
+        (tmp_path / "mine.yaml").write_text(yaml.safe_dump(config | {"backbones_table": table_name}))
+        return planned_outputs(snakemake(tmp_path, target, "-n", "--configfile", "mine.yaml").stdout, ".safetensors")
+
+    table.to_csv(tmp_path / "mine.tsv", sep="\t", index=False)
+    (tmp_path / "mine.yaml").write_text(yaml.safe_dump(config | {"backbones_table": "mine.tsv"}))
+    env = {"HF_ENDPOINT": hub[0], "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "0"}
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in env.items():
+            patch.setenv(name, value)
+        snakemake(tmp_path, target, "--cores", "1", "--configfile", "mine.yaml")
+    assert (tmp_path / target).is_file()
+
+    shutil.copyfile(tmp_path / "mine.tsv", tmp_path / "copy.tsv")
+    assert not plan("copy.tsv")
+    table.loc[table["name"] == "resnet50", "weights"] = "timm:resnet50.a1_in1k"
+    table.to_csv(tmp_path / "mine.tsv", sep="\t", index=False)
+    assert plan("mine.tsv") == {target}

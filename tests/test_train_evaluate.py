@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from oodpose import train as train_module
-from oodpose.backbones import get_backbone
+from oodpose.backbones import DEFAULT_TABLE, get_backbone
 from oodpose.cli import main
 from oodpose.cuda_graphs import GraphedStep
 from oodpose.data.cache import Cache
@@ -20,7 +20,7 @@ from oodpose.device import allocated_cpus, cxx_compiler, loader_workers, runtime
 from oodpose.download import sha256_of
 from oodpose.errors import InputError
 from oodpose.evaluate import evaluate, keypoint_metrics, predict_frames
-from oodpose.models import build_model, weights_file
+from oodpose.models import build_model, create_backbone, weights_file
 from oodpose.schedule import learning_rate
 from oodpose.settings import TrainConfig
 from oodpose.targets import make_targets, pose_loss, predict
@@ -117,6 +117,49 @@ def test_snapshots_of_another_cell_are_refused(synthetic_cache, tmp_path):
     train(config(synthetic_cache, tmp_path / "f", iterations=10))
     with pytest.raises(InputError, match="snapshot-0000010.pt was written for .*'backbone': 'mobilenetv2_035'"):
         train(config(synthetic_cache, tmp_path / "f", backbone="efficientnet_lite0", iterations=20))
+
+
+def retrained_weights(cell: TrainConfig, change) -> tuple[dict, dict, dict]:
+    """A cell trained, its model removed (as Snakemake removes a job's outputs before a rerun), `change()` made and
+    the cell trained again in its folder; then trained in a fresh folder. The three models' weights."""
+    first = torch.load(train(cell), weights_only=False)["model"]
+    os.remove(os.path.join(cell.out, "model.pt"))
+    change()
+    again = torch.load(train(cell), weights_only=False)["model"]
+    fresh = torch.load(train(dataclasses.replace(cell, out=cell.out + "-fresh")), weights_only=False)["model"]
+    return first, again, fresh
+
+
+def test_snapshots_of_other_imagenet_weights_are_not_resumed(synthetic_cache, tmp_path, caplog):
+    backbone = get_backbone("mobilenetv2_035")
+    path = tmp_path / "imagenet.pth"
+
+    def write_weights(seed):
+        torch.manual_seed(seed)
+        torch.save(create_backbone(backbone).state_dict(), path)
+
+    write_weights(1)
+    cell = config(synthetic_cache, tmp_path / "cell", init="imagenet", weights=str(path), iterations=10)
+    first, again, fresh = retrained_weights(cell, lambda: write_weights(2))  # the file overwritten
+    assert "weights_sha256 changed since the snapshots were made" in caplog.text
+    assert all(torch.equal(again[k], fresh[k]) for k in fresh)
+    assert not torch.equal(again["scoremap.weight"], first["scoremap.weight"])
+
+
+def test_snapshots_of_another_architecture_are_not_resumed(synthetic_cache, tmp_path, caplog):
+    table = pd.read_csv(DEFAULT_TABLE, sep="\t", keep_default_na=False)
+    edited = tmp_path / "backbones.tsv"
+    cell = config(synthetic_cache, tmp_path / "cell", iterations=10, backbones_table=str(edited))
+    table.to_csv(edited, sep="\t", index=False)
+
+    def change_family():  # the same parameters' names and shapes, another network
+        table.loc[table["name"] == "mobilenetv2_035", "family"] = "resnet"
+        table.to_csv(edited, sep="\t", index=False)
+
+    first, again, fresh = retrained_weights(cell, change_family)
+    assert "architecture.family changed since the snapshots were made" in caplog.text
+    assert all(torch.equal(again[k], fresh[k]) for k in fresh)
+    assert not torch.equal(again["scoremap.weight"], first["scoremap.weight"])
 
 
 def test_nan_loss_stops_with_iteration_and_rate(synthetic_cache, tmp_path, monkeypatch):

@@ -69,6 +69,11 @@ class Backbone:
         object.__setattr__(self, "source", WeightSource.parse(self.weights))
 
     @property
+    def architecture(self) -> dict:
+        """The columns that define the network a cell trains (a change retrains the backbone's cells)."""
+        return {"timm_model": self.timm_model, "weights": self.weights, "family": self.family}
+
+    @property
     def timm_name(self) -> str:
         """What timm builds: the hub tag, which selects its pretrained config (normalisation), else `timm_model`."""
         return self.source.ref if self.source.kind == "timm" else self.timm_model

@@ -184,6 +184,7 @@ class Run:
     rt: Runtime
     lr: torch.Tensor | None  # on CUDA, the rate Adam reads on the device (a CUDA graph reads it there too)
     weights: Path | None  # the ImageNet weights file a pretrained cell started from
+    weights_sha256: str | None  # its contents, which define the cell's result as much as its settings do
 
 
 def build_run(cfg: TrainConfig, n_joints: int, backbone: Backbone | None = None) -> Run:
@@ -212,6 +213,7 @@ def build_run(cfg: TrainConfig, n_joints: int, backbone: Backbone | None = None)
         rt=rt,
         lr=lr,
         weights=weights,
+        weights_sha256=None if weights is None else sha256_of(weights),
     )
 
 
@@ -269,8 +271,9 @@ def train_step(
 def resume(run: Run, snapshots: Path, identity: dict, defines: dict) -> int:
     """Load the newest readable snapshot of this cell into `run`; the iteration to go on from (0: none).
 
-    Snapshots of another cell are refused; snapshots of this cell made with other settings or another
-    cache (`defines`) are deleted and training starts over, so a rerun never passes old weights off as new;
+    Snapshots of another cell are refused; snapshots of this cell made with other settings, another network,
+    other ImageNet weights or another cache (`defines`) are deleted and training starts over, so a rerun never
+    passes old weights off as new;
     a new start removes the evaluation of an earlier model in the cell's folder, which no longer describes it.
     """
     state = latest_snapshot(snapshots)
@@ -341,7 +344,7 @@ def write_settings(cfg: TrainConfig, run: Run, cache: Cache, path: Path, graphed
         else [],
         "torch": torch.__version__,
         "weights_file": None if run.weights is None else str(run.weights),
-        "weights_sha256": None if run.weights is None else sha256_of(run.weights),
+        "weights_sha256": run.weights_sha256,
     }
     with atomic_file(path) as tmp:
         Path(tmp).write_text(json.dumps(settings, indent=2))
@@ -426,7 +429,12 @@ def start_cell(config: TrainConfig, workers: int | None = None, loaders: dict | 
     rows = training_rows(cache, cfg)
     run = build_run(cfg, len(cache.bodyparts), backbone)
     identity = {"backbone": cfg.backbone, "init": cfg.init, "split": cfg.split, "fraction": cfg.fraction}
-    defines = {"settings": result_settings(cfg), "cache": cache.fingerprint}
+    defines = {
+        "settings": result_settings(cfg),
+        "architecture": backbone.architecture,
+        "weights_sha256": run.weights_sha256,
+        "cache": cache.fingerprint,
+    }
     start = resume(run, snapshots, identity, defines)
     rewind_log(out / TRAIN_LOG, start)
     step = step_function(run, cfg)
