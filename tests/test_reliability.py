@@ -15,6 +15,7 @@ import torch
 from PIL import Image
 from test_train_evaluate import config
 
+from oodpose.backbones import DEFAULT_TABLE
 from oodpose.cli import main
 from oodpose.data.cache import Cache, prepare_cache
 from oodpose.data.labels import read_labels
@@ -147,6 +148,7 @@ def test_evaluation_runs_from_another_folder(trained_cell, synthetic_cache, tmp_
 def test_weights_of_another_backbone_are_named(trained_cell, synthetic_cache, tmp_path):
     copy = Path(shutil.copytree(trained_cell, tmp_path / "cell"))
     settings = json.loads((copy / "settings.json").read_text())
+    del settings["architecture"]  # as a cell trained before it was recorded: the weights themselves are checked
     (copy / "settings.json").write_text(json.dumps({**settings, "backbone": "efficientnet_lite0"}))
     with pytest.raises(InputError, match="not a 'efficientnet_lite0' network with 22 bodyparts, as its settings"):
         evaluate(copy, synthetic_cache, tmp_path / "p.h5", tmp_path / "m.csv", device="cpu")
@@ -326,6 +328,18 @@ def test_a_text_file_as_weights_is_named(synthetic_cache, tmp_path):
     text.write_text("not weights")
     with pytest.raises(InputError, match="weights.pth: not a file of network weights"):
         train(cell(synthetic_cache, tmp_path / "cell", init="imagenet", weights=str(text)))
+
+
+def test_evaluation_refuses_a_table_that_changed_the_trained_network(synthetic_cache, tmp_path):
+    table = pd.read_csv(DEFAULT_TABLE, sep="\t", keep_default_na=False)
+    edited = tmp_path / "backbones.tsv"
+    table.to_csv(edited, sep="\t", index=False)
+    train(cell(synthetic_cache, tmp_path / "cell", iterations=2, backbones_table=str(edited)))
+    table.loc[table["name"] == "mobilenetv2_035", "family"] = "resnet"  # the same weights' names and shapes
+    table.to_csv(edited, sep="\t", index=False)
+    changed = r"trained as .*'family': 'mobilenetv2'.*, but the row of 'mobilenetv2_035' in .* gives .*'resnet'"
+    with pytest.raises(InputError, match=changed):
+        evaluate(tmp_path / "cell", synthetic_cache, tmp_path / "p.h5", tmp_path / "m.csv", device="cpu")
 
 
 def test_a_damaged_settings_file_is_named_with_the_way_out(tmp_path):

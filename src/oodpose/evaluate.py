@@ -46,6 +46,12 @@ def load_trained(path: Path, settings: dict, n_joints: int) -> tuple[PoseNet, in
             "learning-curve file (snapshots/weights-*.pt), delete it to drop that iteration from the curve"
         ) from err
     backbone = get_backbone(settings["backbone"], settings["backbones_table"])
+    trained = settings.get("architecture", backbone.architecture)  # recorded since 2026-12-07
+    if trained != backbone.architecture:
+        raise InputError(
+            f"{path}: the cell was trained as {trained}, but the row of {settings['backbone']!r} in "
+            f"{settings['backbones_table']} gives {backbone.architecture}; retrain the cell, or restore the row"
+        )
     model = build_model(backbone, n_joints, SCRATCH)  # architecture only; the weights come from `path`
     try:
         model.load_state_dict(state["model"])

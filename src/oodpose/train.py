@@ -185,6 +185,7 @@ class Run:
     lr: torch.Tensor | None  # on CUDA, the rate Adam reads on the device (a CUDA graph reads it there too)
     weights: Path | None  # the ImageNet weights file a pretrained cell started from
     weights_sha256: str | None  # its contents, which define the cell's result as much as its settings do
+    architecture: dict  # the backbone row's columns that define the network (`Backbone.architecture`)
 
 
 def build_run(cfg: TrainConfig, n_joints: int, backbone: Backbone | None = None) -> Run:
@@ -214,6 +215,7 @@ def build_run(cfg: TrainConfig, n_joints: int, backbone: Backbone | None = None)
         lr=lr,
         weights=weights,
         weights_sha256=None if weights is None else sha256_of(weights),
+        architecture=backbone.architecture,
     )
 
 
@@ -345,6 +347,7 @@ def write_settings(cfg: TrainConfig, run: Run, cache: Cache, path: Path, graphed
         "torch": torch.__version__,
         "weights_file": None if run.weights is None else str(run.weights),
         "weights_sha256": run.weights_sha256,
+        "architecture": run.architecture,  # evaluation builds this network, and refuses a table that changed it
     }
     with atomic_file(path) as tmp:
         Path(tmp).write_text(json.dumps(settings, indent=2))
@@ -431,7 +434,7 @@ def start_cell(config: TrainConfig, workers: int | None = None, loaders: dict | 
     identity = {"backbone": cfg.backbone, "init": cfg.init, "split": cfg.split, "fraction": cfg.fraction}
     defines = {
         "settings": result_settings(cfg),
-        "architecture": backbone.architecture,
+        "architecture": run.architecture,
         "weights_sha256": run.weights_sha256,
         "cache": cache.fingerprint,
     }
