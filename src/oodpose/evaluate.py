@@ -46,7 +46,7 @@ def load_trained(path: Path, settings: dict, n_joints: int) -> tuple[PoseNet, in
             "learning-curve file (snapshots/weights-*.pt), delete it to drop that iteration from the curve"
         ) from err
     backbone = get_backbone(settings["backbone"], settings["backbones_table"])
-    trained = settings.get("architecture", backbone.architecture)  # recorded since 2026-12-07
+    trained = settings.get("architecture", backbone.architecture)  # older cells lack it: their weights are checked
     if trained != backbone.architecture:
         raise InputError(
             f"{path}: the cell was trained as {trained}, but the row of {settings['backbone']!r} in "

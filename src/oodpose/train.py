@@ -275,8 +275,8 @@ def resume(run: Run, snapshots: Path, identity: dict, defines: dict) -> int:
 
     Snapshots of another cell are refused; snapshots of this cell made with other settings, another network,
     other ImageNet weights or another cache (`defines`) are deleted and training starts over, so a rerun never
-    passes old weights off as new;
-    a new start removes the evaluation of an earlier model in the cell's folder, which no longer describes it.
+    passes old weights off as new; a new start removes the evaluation of an earlier model in the cell's folder,
+    which no longer describes it.
     """
     state = latest_snapshot(snapshots)
     if state is None:
