@@ -14,8 +14,11 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import torch
+import yaml
 
 REPO = Path(__file__).resolve().parents[1]
+PAPER_CONFIG = REPO / "config" / "config.yaml"  # the paper's study: what its GPU-hours are projected for
+FAMILY_PROBES = {"mobilenetv2": "mobilenetv2_035", "resnet": "resnet50", "efficientnet": "efficientnet_b3"}  # on GPU
 
 
 def machine() -> dict:
@@ -54,6 +57,22 @@ def publish_run(files: list[Path], report: dict, dest: Path, page) -> None:
         Path(tmp).write_text(json.dumps(report, indent=2) + "\n")
     with atomic_file(dest.with_suffix(".md")) as tmp:
         Path(tmp).write_text(page(dest))
+
+
+def paper_study() -> tuple[list[str], dict[str, int], int]:
+    """The paper study's backbones, iterations per init, and cells per backbone and init (splits x fractions)."""
+    from oodpose.paper import study_backbones
+
+    config = yaml.safe_load(PAPER_CONFIG.read_text())
+    study = config["study"]
+    backbones = study_backbones(study["backbones"])
+    return backbones, config["training"]["iterations"], len(study["splits"]) * len(study["fractions"])
+
+
+def study_gpu_hours(minutes_per_1k_iter: dict[str, float]) -> float:
+    """The paper study's training GPU-hours at each backbone's minutes per 1k iterations."""
+    backbones, iterations, cells = paper_study()
+    return sum(minutes_per_1k_iter[b] * n / 1000 * cells / 60 for b in backbones for n in iterations.values())
 
 
 def workflow_dir(root: Path) -> Path:

@@ -40,8 +40,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import (  # noqa: E402
+    FAMILY_PROBES,
     bare_step,
     machine,
+    paper_study,
+    study_gpu_hours,
     synthetic_cache,
     train_seconds,
     vmap_gradient_difference,
@@ -53,7 +56,6 @@ from oodpose.atomic import atomic_file  # noqa: E402
 from oodpose.evaluate import evaluate  # noqa: E402
 
 PAPER = list(paper.BACKBONES)
-FAMILY_PROBES = {"mobilenetv2": "mobilenetv2_035", "resnet": "resnet50", "efficientnet": "efficientnet_b3"}
 CELLS = [2, 4, 8]
 WINDOW_S = 4.0  # seconds every packed process steps in, all at once
 
@@ -170,6 +172,7 @@ def projection(backbones: list[str], cache_path: Path, n: int, measured: dict, g
     """GPU-hours of the paper's 156 training jobs: eager (today), graphed, and graphed at the family's best packing.
     Backbones the `graphs` part measured (steps/s in `measured`) are not stepped again."""
     rows = []
+    iterations_by_init, cells = paper_study()[1:]
     for backbone in backbones:
         if backbone in measured:
             eager, graphed = 1 / measured[backbone]["eager_1"], 1 / measured[backbone]["graphed_1"]
@@ -177,14 +180,14 @@ def projection(backbones: list[str], cache_path: Path, n: int, measured: dict, g
             eager = device_seconds(bare_step(cache_path, backbone, "scratch", "cuda"), n)
             graphed = device_seconds(bare_step(cache_path, backbone, "scratch", "cuda", cuda_graphs=True), n)
         gain = next((g for family, g in gains.items() if backbone.startswith(family)), 1.0)
-        for init, iterations in (("imagenet", 30000), ("scratch", 180000)):
-            hours = iterations * 6 / 3600
+        for init, iterations in iterations_by_init.items():
+            hours = iterations * cells / 3600
             rows.append(
                 {
                     "backbone": backbone,
                     "init": init,
                     "iterations": iterations,
-                    "cells": 6,
+                    "cells": cells,
                     "s_per_iter_eager": eager,
                     "s_per_iter_graphed": graphed,
                     "packing_gain": gain,
@@ -356,10 +359,9 @@ def fused_projection(gains: dict[str, float]) -> dict:
     family's best fused gain: the issue's target is a tenth or less."""
     from oodpose.backbones import load_backbones
 
-    table = load_backbones()
-    hours = {b: table[b].gpu_minutes_per_1k_iter * (30 + 180) * 6 / 60 for b in PAPER}  # 30k + 180k, 6 cells
-    fused = {b: h / next((g for f, g in gains.items() if b.startswith(f)), 1.0) for b, h in hours.items()}
-    today, best = sum(hours.values()), sum(fused.values())
+    minutes = {name: row.gpu_minutes_per_1k_iter for name, row in load_backbones().items()}
+    fused = {b: m / next((g for f, g in gains.items() if b.startswith(f)), 1.0) for b, m in minutes.items()}
+    today, best = study_gpu_hours(minutes), study_gpu_hours(fused)
     return {"table_eager_gpu_hours": today, "fused_gpu_hours": best, "ratio": best / today, "target_ratio": 0.1}
 
 

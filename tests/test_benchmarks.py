@@ -212,3 +212,57 @@ def test_the_full_gpu_check_needs_no_download(tmp_path):
     assert {part for part, *_ in children} == set(PARTS)
     pretrained = {a["backbone"] for _, _, a, _ in children if a.get("init") == "imagenet"} | {"efficientnet_lite0"}
     assert {b: get_backbone(b).source.kind for b in pretrained} == dict.fromkeys(pretrained, "pypi")
+
+
+def loop_result(eager: list[float], graphed: list[float]) -> dict:
+    """A gpu_check loop child's result: seconds per iteration at workers 0, 2, 4 and 8."""
+    return {
+        f"workers{n}_{mode}": {"loop_s": s}
+        for mode, seconds in (("eager", eager), ("graphed", graphed))
+        for n, s in zip((0, 2, 4, 8), seconds, strict=True)
+    }
+
+
+def check_report(graphed_vs_eager: float) -> dict:
+    match = {"graphed_vs_eager_max_rel": {"200": graphed_vs_eager}, "eager_vs_eager_max_rel": {"200": 2e-4}}
+    return {
+        "machine": {"gpu": "a GPU"},
+        "device": "cuda",
+        "children": {
+            "match-resnet50": {"result": match},
+            # the fastest at 8 workers, which a job of 8 CPUs does not start (one CPU drives the GPU)
+            "loop-mobilenetv2_035": {"result": loop_result([0.02, 0.01, 0.008, 0.001], [0.01, 0.005, 0.004, 0.001])},
+            "loop-resnet50": {"result": loop_result([0.03, 0.02, 0.02, 0.001], [0.01, 0.006, 0.004, 0.001])},
+            "loop-efficientnet_b3": {"result": loop_result([0.06, 0.05, 0.04, 0.001], [0.02, 0.01, 0.01, 0.001])},
+            "cell": {"result": {"minutes_per_1k_iterations": 0.1, "median_iteration_s": 0.005}},  # overhead 1.2
+        },
+    }
+
+
+@pytest.mark.parametrize("graphed_vs_eager, mode", [(5e-4, "graphed"), (3e-3, "eager")])
+def test_gpu_minutes_come_from_the_real_loop_and_scale_the_unmeasured_rows(tmp_path, graphed_vs_eager, mode):
+    from oodpose.backbones import DEFAULT_TABLE, load_backbones
+
+    (tmp_path / "report.json").write_text(json.dumps(check_report(graphed_vs_eager)))
+    table = tmp_path / "backbones.tsv"
+    table.write_text(DEFAULT_TABLE.read_text())
+    command = [sys.executable, str(BENCH / "gpu_minutes.py"), str(tmp_path / "report.json"), "--table", str(table)]
+    result = subprocess.run([*command, "--write"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout)
+    assert report["mode"] == mode and report["overhead"] == pytest.approx(1.2)
+    assert report["probes"]["mobilenetv2_035"] == pytest.approx(
+        {"eager": 0.008 * 20, "workers_eager": 4, "graphed": 0.004 * 20, "workers_graphed": 4}
+    )
+    rows, before = report["minutes_per_1k_iter"], load_backbones(DEFAULT_TABLE)
+    assert rows["mobilenetv2_050"]["graphed"] == pytest.approx(0.5 * 0.08 / 0.42)  # the table's ratio within a family
+    assert rows["resnet101"]["eager"] == pytest.approx(0.87 * 0.4 / 0.5)
+    assert rows["efficientnet_lite0"]["graphed"] == 0.1  # the cell's own, not scaled
+    assert rows["convnext_atto"]["graphed"] == pytest.approx(0.08)  # scaled by ResNet-50's, floored at MobileNetV2's
+    hours = report["paper_study_gpu_hours"]
+    assert hours["table"] == pytest.approx(282.03) and hours["graphed_real_loop"] < hours["eager_real_loop"]
+    after = load_backbones(table)
+    assert all(after[n].gpu_minutes_per_1k_iter == pytest.approx(rows[n][mode], rel=5e-3) for n in rows)
+    unchanged = [line.split("\t")[:12] for line in DEFAULT_TABLE.read_text().splitlines()]
+    assert [line.split("\t")[:12] for line in table.read_text().splitlines()] == unchanged  # only that column
+    assert all(after[n].gpu_minutes_per_1k_iter != before[n].gpu_minutes_per_1k_iter for n in rows)
