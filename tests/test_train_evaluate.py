@@ -162,6 +162,22 @@ def test_snapshots_of_another_architecture_are_not_resumed(synthetic_cache, tmp_
     assert not torch.equal(again["scoremap.weight"], first["scoremap.weight"])
 
 
+def test_snapshots_made_in_another_precision_are_not_resumed(synthetic_cache, tmp_path, caplog, monkeypatch):
+    """A job resumed on another kind of device (a GPU without bf16 after one with it, a CPU after a GPU) starts
+    over rather than finish a cell half in one precision and half in another; bf16 autocast on the CPU stands
+    in for the GPU here."""
+
+    def in_bfloat16(*args, **kwargs):
+        return dataclasses.replace(runtime(*args, **kwargs), amp_dtype=torch.bfloat16)
+
+    cell = config(synthetic_cache, tmp_path / "cell", iterations=10)
+    first, again, fresh = retrained_weights(cell, lambda: monkeypatch.setattr(train_module, "runtime", in_bfloat16))
+    assert "precision changed since the snapshots were made" in caplog.text
+    assert all(torch.equal(again[k], fresh[k]) for k in fresh)
+    assert not torch.equal(again["scoremap.weight"], first["scoremap.weight"])
+    assert json.loads((tmp_path / "cell" / "settings.json").read_text())["amp_dtype"] == "torch.bfloat16"
+
+
 def test_nan_loss_stops_with_iteration_and_rate(synthetic_cache, tmp_path, monkeypatch):
     monkeypatch.setattr(train_module, "pose_loss", lambda scoremap, *a, **k: (scoremap.sum() * float("nan"),) * 3)
     with pytest.raises(FloatingPointError, match="iteration 0 \\(learning rate 0.05\\)"):

@@ -29,6 +29,14 @@ class Runtime:
     workers: int
     pin_memory: bool
 
+    @property
+    def precision(self) -> str:
+        """The arithmetic a training step runs in: bfloat16 or float16 (mixed), tf32 (CUDA's full precision) or
+        float32. It defines a cell's numbers, so a snapshot resumes only in the precision it was made in."""
+        if self.amp_dtype is not None:
+            return str(self.amp_dtype).removeprefix("torch.")
+        return "tf32" if self.device.type == "cuda" and torch.backends.cuda.matmul.allow_tf32 else "float32"
+
     def autocast(self):
         if self.amp_dtype is None:
             return contextlib.nullcontext()

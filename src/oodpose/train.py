@@ -274,9 +274,9 @@ def resume(run: Run, snapshots: Path, identity: dict, defines: dict) -> int:
     """Load the newest readable snapshot of this cell into `run`; the iteration to go on from (0: none).
 
     Snapshots of another cell are refused; snapshots of this cell made with other settings, another network,
-    other ImageNet weights or another cache (`defines`) are deleted and training starts over, so a rerun never
-    passes old weights off as new; a new start removes the evaluation of an earlier model in the cell's folder,
-    which no longer describes it.
+    other ImageNet weights, in another precision or from another cache (`defines`) are deleted and training
+    starts over, so a rerun never passes old weights off as new, nor a hybrid of two precisions as either; a new
+    start removes the evaluation of an earlier model in the cell's folder, which no longer describes it.
     """
     state = latest_snapshot(snapshots)
     if state is None:
@@ -436,6 +436,7 @@ def start_cell(config: TrainConfig, workers: int | None = None, loaders: dict | 
         "settings": result_settings(cfg),
         "architecture": run.architecture,
         "weights_sha256": run.weights_sha256,
+        "precision": run.rt.precision,  # a device of another kind (bf16, fp16, TF32, CPU) starts over
         "cache": cache.fingerprint,
     }
     start = resume(run, snapshots, identity, defines)
