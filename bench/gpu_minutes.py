@@ -10,6 +10,7 @@ EfficientNet-Lite0 cell, graphed, whose wall time also holds what the loop's med
   minutes are the cell's own;
 - any other row: the table's minutes scaled by its family probe's measured / table ratio; the generic timm
   rows by ResNet-50's, from which `backbone_estimates.py` scaled them, never below MobileNetV2-0.35's;
+- whether the loader keeps up: each probe's graphed loop at that worker count within 1.10x its bare graphed step;
 - the mode a job runs by default: graphed if every `match` child's graphed-vs-eager loss difference is
   within its eager-vs-eager noise or 1e-3 relative, else eager.
 
@@ -36,6 +37,7 @@ MODES = ("eager", "graphed")
 CELL_BACKBONE = "efficientnet_lite0"  # gpu_check's full-length cell
 MATCH_TOLERANCE = 1e-3  # relative: graphed vs eager losses may differ by this, or by eager's own noise
 COLUMN = "gpu_minutes_per_1k_iter"
+LOADER_RATIO = 1.10  # the real graphed loop / the bare graphed step, at most, for the loader to keep up
 
 
 def graphs_match(children: dict) -> dict[str, dict]:
@@ -51,12 +53,16 @@ def graphs_match(children: dict) -> dict[str, dict]:
 
 
 def probe_minutes(loop: dict, overhead: float, most_workers: int) -> dict:
-    """A probe's minutes per 1k iterations per mode at its fastest allowed worker count, and that count."""
+    """A probe's minutes per 1k iterations per mode at its fastest allowed worker count, that count, and whether
+    the loader keeps up there: the graphed loop within `LOADER_RATIO` of the bare graphed step."""
     probe = {}
     for mode in MODES:
         timed = {int(k[len("workers") :].split("_")[0]): v["loop_s"] for k, v in loop.items() if k.endswith(f"_{mode}")}
         workers = min((n for n in timed if n <= most_workers), key=timed.get)
         probe[mode], probe[f"workers_{mode}"] = timed[workers] * overhead * 1000 / 60, workers
+        if mode == "graphed":
+            probe["loader_ratio"] = timed[workers] / loop["bare_graphed_step_s"]
+            probe["loader_keeps_up"] = probe["loader_ratio"] <= LOADER_RATIO
     return probe
 
 

@@ -214,9 +214,9 @@ def test_the_full_gpu_check_needs_no_download(tmp_path):
     assert {b: get_backbone(b).source.kind for b in pretrained} == dict.fromkeys(pretrained, "pypi")
 
 
-def loop_result(eager: list[float], graphed: list[float]) -> dict:
-    """A gpu_check loop child's result: seconds per iteration at workers 0, 2, 4 and 8."""
-    return {
+def loop_result(eager: list[float], graphed: list[float], bare: float) -> dict:
+    """A gpu_check loop child's result: seconds per iteration at workers 0, 2, 4 and 8, and of the bare step."""
+    return {"bare_graphed_step_s": bare} | {
         f"workers{n}_{mode}": {"loop_s": s}
         for mode, seconds in (("eager", eager), ("graphed", graphed))
         for n, s in zip((0, 2, 4, 8), seconds, strict=True)
@@ -231,9 +231,13 @@ def check_report(graphed_vs_eager: float) -> dict:
         "children": {
             "match-resnet50": {"result": match},
             # the fastest at 8 workers, which a job of 8 CPUs does not start (one CPU drives the GPU)
-            "loop-mobilenetv2_035": {"result": loop_result([0.02, 0.01, 0.008, 0.001], [0.01, 0.005, 0.004, 0.001])},
-            "loop-resnet50": {"result": loop_result([0.03, 0.02, 0.02, 0.001], [0.01, 0.006, 0.004, 0.001])},
-            "loop-efficientnet_b3": {"result": loop_result([0.06, 0.05, 0.04, 0.001], [0.02, 0.01, 0.01, 0.001])},
+            "loop-mobilenetv2_035": {
+                "result": loop_result([0.02, 0.01, 0.008, 0.001], [0.01, 0.005, 0.004, 0.001], 0.004)
+            },
+            "loop-resnet50": {"result": loop_result([0.03, 0.02, 0.02, 0.001], [0.01, 0.006, 0.004, 0.001], 0.003)},
+            "loop-efficientnet_b3": {
+                "result": loop_result([0.06, 0.05, 0.04, 0.001], [0.02, 0.01, 0.01, 0.001], 0.0095)
+            },
             "cell": {"result": {"minutes_per_1k_iterations": 0.1, "median_iteration_s": 0.005}},  # overhead 1.2
         },
     }
@@ -253,7 +257,9 @@ def test_gpu_minutes_come_from_the_real_loop_and_scale_the_unmeasured_rows(tmp_p
     assert report["mode"] == mode and report["overhead"] == pytest.approx(1.2)
     assert report["probes"]["mobilenetv2_035"] == pytest.approx(
         {"eager": 0.008 * 20, "workers_eager": 4, "graphed": 0.004 * 20, "workers_graphed": 4}
+        | {"loader_ratio": 1.0, "loader_keeps_up": True}
     )
+    assert not report["probes"]["resnet50"]["loader_keeps_up"]  # 0.004 s a graphed loop step, 0.003 s bare
     rows, before = report["minutes_per_1k_iter"], load_backbones(DEFAULT_TABLE)
     assert rows["mobilenetv2_050"]["graphed"] == pytest.approx(0.5 * 0.08 / 0.42)  # the table's ratio within a family
     assert rows["resnet101"]["eager"] == pytest.approx(0.87 * 0.4 / 0.5)
