@@ -11,10 +11,13 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import timm
 import torch
+import yaml
 from safetensors.torch import load_file, save_file
+from test_workflow import REPO, planned_outputs, snakemake
 
 from oodpose.backbones import get_backbone
 from oodpose.models import build_model, create_backbone
@@ -113,10 +116,6 @@ def test_unreachable_hub_fails_fast_with_the_three_ways(tmp_path):
 def test_a_new_weight_source_fetches_again_and_a_copied_table_does_not(hub, tmp_path):
     """fetch_weights depends on its row's weight source, not on the table's path: before, a table edited to
     another hub tag kept the old tag's file (and trained from it), and a copy of the table fetched again."""
-    import pandas as pd
-    import yaml
-    from test_workflow import REPO, planned_outputs, snakemake
-
     shutil.copytree(REPO / "config", tmp_path / "config")
     table = pd.read_csv(tmp_path / "config" / "backbones.tsv", sep="\t", keep_default_na=False)
     config = yaml.safe_load((tmp_path / "config" / "test.yaml").read_text())
