@@ -168,6 +168,11 @@ def loss_match(
     }
 
 
+def family_gain(backbone: str, gains: dict[str, float]) -> float:
+    """The gain measured for the backbone's family (a paper backbone's name starts with it), else none."""
+    return next((gain for family, gain in gains.items() if backbone.startswith(family)), 1.0)
+
+
 def projection(backbones: list[str], cache_path: Path, n: int, measured: dict, gains: dict) -> pd.DataFrame:
     """GPU-hours of the paper's 156 training jobs: eager (today), graphed, and graphed at the family's best packing.
     Backbones the `graphs` part measured (steps/s in `measured`) are not stepped again."""
@@ -179,7 +184,7 @@ def projection(backbones: list[str], cache_path: Path, n: int, measured: dict, g
         else:
             eager = device_seconds(bare_step(cache_path, backbone, "scratch", "cuda"), n)
             graphed = device_seconds(bare_step(cache_path, backbone, "scratch", "cuda", cuda_graphs=True), n)
-        gain = next((g for family, g in gains.items() if backbone.startswith(family)), 1.0)
+        gain = family_gain(backbone, gains)
         for init, iterations in iterations_by_init.items():
             hours = iterations * cells / 3600
             rows.append(
@@ -360,7 +365,7 @@ def fused_projection(gains: dict[str, float]) -> dict:
     from oodpose.backbones import load_backbones
 
     minutes = {name: row.gpu_minutes_per_1k_iter for name, row in load_backbones().items()}
-    fused = {b: m / next((g for f, g in gains.items() if b.startswith(f)), 1.0) for b, m in minutes.items()}
+    fused = {b: m / family_gain(b, gains) for b, m in minutes.items()}
     today, best = study_gpu_hours(minutes), study_gpu_hours(fused)
     return {"table_eager_gpu_hours": today, "fused_gpu_hours": best, "ratio": best / today, "target_ratio": 0.1}
 
