@@ -37,6 +37,8 @@ rule aggregate:
         ),
     log:
         "results/logs/{dataset}/{summary}/aggregate.log",
+    benchmark:
+        "results/benchmarks/{dataset}/{summary}/aggregate.tsv"
     conda:
         "../envs/oodpose.yaml"
     params:

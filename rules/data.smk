@@ -62,6 +62,8 @@ rule fetch_weights:
         "resources/weights/{backbone}.safetensors",
     log:
         "results/logs/weights/{backbone}.log",
+    benchmark:
+        "results/benchmarks/weights/{backbone}.tsv"
     conda:
         "../envs/oodpose.yaml"
     params:
@@ -76,6 +78,8 @@ rule download_horse10:
         directory("data/{download}"),
     log:
         "results/logs/{download}/download.log",
+    benchmark:
+        "results/benchmarks/{download}/download.tsv"
     wildcard_constraints:
         download="|".join(DOWNLOADS) or "^$",
     conda:

@@ -43,6 +43,8 @@ rule figures:
         ),
     log:
         "results/logs/{dataset}/{summary}/figures.log",
+    benchmark:
+        "results/benchmarks/{dataset}/{summary}/figures.tsv"
     conda:
         "../envs/oodpose.yaml"
     params:

@@ -54,6 +54,8 @@ checkpoint select_schedules:
         ),
     log:
         f"results/logs/{SEARCH_DIR.removeprefix('results/')}/select_schedules.log",
+    benchmark:
+        f"results/benchmarks/{SEARCH_DIR.removeprefix('results/')}/select_schedules.tsv"
     conda:
         "../envs/oodpose.yaml"
     params:
@@ -78,6 +80,8 @@ rule summarise_search:
         ),
     log:
         "results/logs/{dataset}/{summary}/summarise_search.log",
+    benchmark:
+        "results/benchmarks/{dataset}/{summary}/summarise_search.tsv"
     conda:
         "../envs/oodpose.yaml"
     shell:

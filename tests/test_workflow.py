@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -138,6 +139,16 @@ def test_a_paper_family_row_timm_does_not_have_stops_the_workflow_before_any_job
     assert "backbone 'efficientnet_lite0': timm has no model 'tf_efficientnet_zz'" in result.stdout + result.stderr
 
 
+def test_every_rule_that_makes_files_keeps_a_log_and_a_benchmark():
+    """Each job's time and memory sit beside its log (results/benchmarks/), as for every cell's jobs."""
+    for path in sorted((REPO / "rules").glob("*.smk")):
+        for block in re.split(r"\n(?=\S)", path.read_text()):
+            rule = re.match(r"(?:rule|checkpoint) (\w+):", block)
+            if rule and "\n    output:" in block:
+                for directive in ("log", "benchmark"):
+                    assert f"\n    {directive}:" in block, f"{path.name}: rule {rule[1]} has no {directive}"
+
+
 def test_schema_rejects_bad_config(workdir):
     config = yaml.safe_load((workdir / "config" / "test.yaml").read_text())
     config["study"]["inits"] = ["imagenet", "random"]
@@ -234,7 +245,10 @@ def test_end_to_end_produces_every_output(finished_run):
         / "split1_frac50"
         / "train.log"
     ).exists()
-    assert (finished_run / "results" / "benchmarks" / "synthetic" / "prepare.tsv").exists()
+    logs, benchmarks = finished_run / "results" / "logs", finished_run / "results" / "benchmarks"
+    every_job = {log.relative_to(logs).with_suffix("") for log in logs.rglob("*.log")}
+    assert every_job == {tsv.relative_to(benchmarks).with_suffix("") for tsv in benchmarks.rglob("*.tsv")}
+    assert Path("synthetic/summary/figures") in every_job
 
 
 def started_training_jobs(log: str) -> list[tuple[str, str]]:
