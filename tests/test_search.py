@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import shutil
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -134,8 +137,6 @@ def test_a_cell_that_holds_no_horse_out_defines_its_result_as_before():
 
 @pytest.fixture
 def workdir(tmp_path):
-    import shutil
-
     from test_workflow import REPO
 
     shutil.copytree(REPO / "config", tmp_path / "config")
@@ -200,6 +201,7 @@ def test_a_study_switched_to_searched_schedules_retrains_only_the_cells_whose_sc
     assert chosen.loc["efficientnet_lite0", "schedule"] != chosen.loc["efficientnet_lite0", "table_schedule"]
     assert (folder / "figures" / "efficientnet_lite0_imagenet.png").is_file()
     assert len(pd.read_csv(folder / "validation_horses.csv")) == 1  # one per split, recorded
+    assert_the_command_line_selects_as_the_workflow_did(workdir, folder)
 
     configfile = search_config(workdir, study | {"schedules": "searched"}, **search)
     plan = snakemake(workdir, "-n", "--configfile", configfile).stdout
@@ -221,9 +223,52 @@ def test_a_study_switched_to_searched_schedules_retrains_only_the_cells_whose_sc
     assert "Learning schedules: searched: validation horses" in (summary / "findings.md").read_text()
 
 
+def assert_the_command_line_selects_as_the_workflow_did(workdir, folder):
+    """`oodpose select-schedules` on the search's cell folders writes the select_schedules rule's very tables;
+    cells of two searches (one holding a horse out, one not) are refused in one sentence."""
+    from oodpose.cli import main, run
+
+    cells = sorted(str(cell) for cell in folder.glob("*/*/*/split*_frac*"))
+    by_hand, cache = workdir / "by_hand", str(workdir / "results" / "synthetic" / "cache")
+    table = str(workdir / "config" / "backbones.tsv")
+    main(
+        [
+            "select-schedules",
+            str(by_hand),
+            *cells,
+            "--cache",
+            cache,
+            "--dataset",
+            "synthetic",
+            "--backbones-table",
+            table,
+        ]
+    )
+    for name in ("schedules.tsv", "scores.csv", "validation_horses.csv"):
+        assert (by_hand / name).read_text() == (folder / name).read_text(), name
+    assert (by_hand / "figures" / "efficientnet_lite0_imagenet.png").is_file()
+    oracle = shutil.copytree(cells[0], workdir / "oracle_cell")
+    settings = json.loads((oracle / "settings.json").read_text()) | {"validation_individuals": 0}
+    (oracle / "settings.json").write_text(json.dumps(settings))
+    options = {"out": str(workdir / "mixed"), "cells": [*cells, str(oracle)], "cache": cache, "dataset": "synthetic"}
+    with pytest.raises(InputError, match=r"the cells hold out \[0, 1\] validation horses; give the cells of one"):
+        run("select-schedules", options)
+    assert not (workdir / "mixed").exists()
+
+
 def test_the_slurm_profiles_send_search_jobs_where_the_study_jobs_go():
     from test_workflow import REPO
 
     for profile in ("slurm", "slurm-ci"):
         resources = yaml.safe_load((REPO / "profiles" / profile / "config.yaml").read_text())["set-resources"]
         assert resources["search_train"] == resources["train"] and resources["search_evaluate"] == resources["evaluate"]
+
+
+def test_selecting_schedules_by_hand_names_a_folder_that_is_no_scored_search_cell(tmp_path, capsys):
+    from oodpose.cli import main
+
+    with pytest.raises(SystemExit) as stop:
+        main(["select-schedules", str(tmp_path / "out"), str(tmp_path / "nocell"), "--cache", str(tmp_path)])
+    message = capsys.readouterr().err
+    assert stop.value.code == 2 and "nocell: no settings.json and metrics.csv; train and evaluate" in message
+    assert not (tmp_path / "out").exists()

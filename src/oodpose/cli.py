@@ -1,5 +1,5 @@
 """Command line: ``python -m oodpose {synthesize,prepare,corrupt,train,fetch-weights,evaluate,evaluate-corrupted,
-aggregate,figures,check-config}``.
+select-schedules,aggregate,figures,check-config}``.
 
 Options left out take the library's defaults (`oodpose.settings`), and every command builds its
 settings with the same functions the workflow's scripts use.
@@ -56,6 +56,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("cache_path", metavar="cache")
     s.add_argument("--corrupted", required=True, nargs="+", help="folders `oodpose corrupt` wrote")
     add_prediction(s)
+    add_selection(command("select-schedules", help="a schedule search's choice per backbone and init, from its cells"))
     add_summary(command("aggregate", help="the tables, regressions and findings of evaluated cells"))
     s = command("figures", help="the paper's figures of an aggregated summary")
     s.add_argument("summary", help="a folder `oodpose aggregate` wrote")
@@ -88,6 +89,18 @@ def add_summary(s: argparse.ArgumentParser) -> None:
     s.add_argument("--dataset", default="dataset", help="the dataset's name in the tables (default: dataset)")
     s.add_argument("--backbones-table", help="the backbone table (default: the one the package ships)")
     s.add_argument("--horse10", action="store_true", help="the cells are Horse-10's: hold Table 1 against the paper")
+
+
+def add_selection(s: argparse.ArgumentParser) -> None:
+    s.add_argument("out", help="folder for schedules.tsv, scores.csv, validation_horses.csv and figures/")
+    s.add_argument(
+        "cells", nargs="+", metavar="cell", help="evaluated search cells' folders, each with its metrics.csv"
+    )
+    s.add_argument("--cache", required=True, help="the cache the cells were trained on")
+    s.add_argument("--dataset", default="dataset", help="the dataset's name in the tables (default: dataset)")
+    s.add_argument(
+        "--backbones-table", help="the table whose schedules the choice is ranked against (default: the package's)"
+    )
 
 
 def config_option(s: argparse.ArgumentParser, path: str, default=None, **kwargs) -> None:
@@ -200,6 +213,8 @@ def run(command: str, options: dict) -> None:
         from oodpose.evaluate import evaluate_corrupted
 
         evaluate_corrupted(**options)
+    elif command == "select-schedules":
+        select_cell_schedules(options)
     elif command == "aggregate":
         aggregate_cells(options)
     elif command == "figures":
@@ -226,6 +241,46 @@ def check_config_files(paths: list[str], merged: bool) -> None:
         except InputError as err:
             raise InputError(f"{name}: {err}") from None
         print(f"{name}: a valid study config")
+
+
+def select_cell_schedules(options: dict) -> None:
+    """`oodpose select-schedules`: the select_schedules rule's work on search cell folders given by hand; each
+    cell's schedule, split and held-out horses as its settings.json records them (the CLI has no study config)."""
+    from pathlib import Path
+
+    from oodpose.backbones import DEFAULT_TABLE, get_backbone
+    from oodpose.data.cache import Cache
+    from oodpose.evaluate import check_same_cache, read_settings
+    from oodpose.schedule import Schedule, cell_schedule
+    from oodpose.search import select_schedules
+    from oodpose.study import OOD, VALIDATION, SearchCell
+
+    folders = [Path(c) for c in options["cells"]]
+    for folder in folders:
+        if not (folder / "settings.json").exists() or not (folder / "metrics.csv").exists():
+            raise InputError(f"{folder}: no settings.json and metrics.csv; train and evaluate the search cell first")
+    records, cache = [read_settings(folder / "settings.json") for folder in folders], Cache(options["cache"])
+    for folder, record in zip(folders, records):
+        check_same_cache(folder, record, cache)  # the validation horses are this cache's
+    held_out = {int(record.get("validation_individuals", 0)) for record in records}
+    if len(held_out) > 1:
+        raise InputError(f"the cells hold out {sorted(held_out)} validation horses; give the cells of one search")
+    held = held_out.pop()
+    cells = [
+        SearchCell(
+            options["dataset"],
+            r["backbone"],
+            r["init"],
+            int(r["split"]),
+            int(r["fraction"]),
+            VALIDATION if held else OOD,  # a search without validation horses scores the test horses (oracle)
+            Schedule(r["ilr"], r["final_lr"], int(r["cycles"])).name,
+        )
+        for r in records
+    ]
+    table = options.get("backbones_table", DEFAULT_TABLE)
+    schedules = {(c.backbone, c.init): cell_schedule(get_backbone(c.backbone, table), c.init) for c in cells}
+    select_schedules([folder / "metrics.csv" for folder in folders], cells, schedules, cache, held, options["out"])
 
 
 def aggregate_cells(options: dict) -> None:
