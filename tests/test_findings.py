@@ -11,8 +11,11 @@ from oodpose.findings import CONTRADICTED, SUPPORTED, UNRESOLVED, findings, find
 BACKBONES = {"net_a": 70.0, "net_b": 75.0, "net_c": 80.0, "net_d": 85.0}
 
 
-def metrics_table(error, backbones=BACKBONES, splits=(1, 2, 3), iterations=(100, 200), fraction=50, pck=None):
-    """A long metrics table; `error(backbone, top1, init, set, split, iteration)` gives each normalised error."""
+def metrics_table(
+    error, backbones=BACKBONES, splits=(1, 2, 3), iterations=(100, 200), fraction=50, pck=None, families=None
+):
+    """A long metrics table; `error(backbone, top1, init, set, split, iteration)` gives each normalised error;
+    `families`, each backbone's family (default 'x')."""
     rng = np.random.default_rng(0)
     rows = []
     for backbone, top1 in backbones.items():
@@ -35,7 +38,10 @@ def metrics_table(error, backbones=BACKBONES, splits=(1, 2, 3), iterations=(100,
                                 pck=pck(backbone, set_) if pck else 1 - value,
                             )
                         )
-    top1 = [dict(backbone=b, imagenet_top1=t, family="x", backbones="paper") for b, t in backbones.items()]
+    families = families or {}
+    top1 = [
+        dict(backbone=b, imagenet_top1=t, family=families.get(b, "x"), backbones="paper") for b, t in backbones.items()
+    ]
     return with_backbones(pd.DataFrame(rows), top1)
 
 
@@ -72,6 +78,57 @@ def test_the_opposite_study_contradicts_them():
     got = verdicts(metrics_table(opposite))
     for claim in ("a", "b", "c", "d1", "d2"):
         assert got[(claim, "pooled")] == CONTRADICTED, claim
+
+
+LIGHT_AND_STRONG = {"mnv2_a": 60.0, "mnv2_b": 62.0, "mnv2_c": 64.0, "resnet": 80.0, "effnet_a": 82.0, "effnet_b": 84.0}
+FAMILIES = {"mnv2_a": "mobilenetv2", "mnv2_b": "mobilenetv2", "mnv2_c": "mobilenetv2", "resnet": "resnet"}
+FAMILIES |= {"effnet_a": "efficientnet", "effnet_b": "efficientnet"}
+
+
+def test_a_larger_ood_advantage_for_resnets_and_efficientnets_than_for_mobilenetv2s():
+    """(i): in `paper_like` the pretrained OOD error falls with ImageNet top-1 and scratch's does not, so the gap is
+    larger for the stronger families; reversed, the MobileNetV2s gain more."""
+
+    def reversed_gain(backbone, top1, init, set_, split, iteration):
+        return paper_like(backbone, 155 - top1, init, set_, split, iteration)
+
+    def study(error, families=FAMILIES):
+        return metrics_table(error, backbones=LIGHT_AND_STRONG, families=families)
+
+    assert verdicts(study(paper_like))[("i", "pooled")] == SUPPORTED
+    assert verdicts(study(reversed_gain))[("i", "pooled")] == CONTRADICTED
+    one_mobilenet = FAMILIES | {"mnv2_a": "resnet", "mnv2_b": "timm"}  # a timm row counts on neither side
+    found = findings(study(paper_like, one_mobilenet), horse10=False).set_index("claim")
+    assert found.loc["i", "verdict"] == UNRESOLVED and found.loc["i", "statistic"].startswith("not testable: needs")
+    assert verdicts(study(paper_like, {}))[("i", "pooled")] == UNRESOLVED  # no family of the claim
+
+
+@pytest.mark.parametrize("scratch_within_at_5, expected", [(0.6, SUPPORTED), (0.1, CONTRADICTED)])
+def test_the_within_domain_advantage_against_training_data_is_checked_once_at_the_smallest_fraction(
+    scratch_within_at_5, expected
+):
+    """(j): the within-domain gap at 5 % minus at 50 %, paired per backbone and split (scratch within at 50 %: 0.2
+    at iteration 200, pretrained about 0.1)."""
+
+    def less_data(backbone, top1, init, set_, split, iteration):
+        within_scratch = init == "scratch" and set_ == "test_within" and iteration == 200
+        return (
+            scratch_within_at_5 + 0.01 * split
+            if within_scratch
+            else paper_like(backbone, top1, init, set_, split, iteration)
+        )
+
+    study = pd.concat([metrics_table(less_data, fraction=5), metrics_table(paper_like, fraction=50)])
+    found = findings(study, horse10=False)
+    rows = found[found["claim"] == "j"]
+    assert rows["fraction"].tolist() == [5] and rows["verdict"].tolist() == [expected]
+    assert (
+        rows["statistic"]
+        .iloc[0]
+        .startswith("(scratch - pretrained) within-domain normalised error at 5 % minus at 50 %")
+    )
+    alone = findings(metrics_table(paper_like), horse10=False).set_index("claim")
+    assert alone.loc["j", "statistic"].startswith("not testable: needs both inits evaluated within domain at 2 or more")
 
 
 def test_what_the_design_cannot_test_is_not_resolvable():
@@ -112,7 +169,7 @@ def test_findings_markdown_states_every_claim_with_its_verdict():
     text = findings_markdown(findings(metrics_table(paper_like), horse10=False), schedules, pd.DataFrame())
     assert "Learning schedules: table (paper, cross-validated)." in text and "oracle" not in text
     assert "## horse, 50 % training data" in text
-    for claim in ("(a)", "(b)", "(c)", "(d1)", "(d2)", "(e)"):
+    for claim in ("(a)", "(b)", "(c)", "(d1)", "(d2)", "(e)", "(i)", "(j)"):
         assert claim in text
     assert "**supported**" in text and "**not resolvable at this n**" in text
     assert "(a) net_c" in text  # the per-backbone tests

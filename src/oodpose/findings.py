@@ -38,6 +38,7 @@ COLUMNS = [
     "verdict",
 ]
 TABLE1_MARGIN = 5.0  # PCK points; a tolerance chosen here (the paper gives none) for "reproduces Table 1"
+STRONG_FAMILIES, LIGHT_FAMILY = ("resnet", "efficientnet"), "mobilenetv2"  # claim (i), in the paper's words
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,7 @@ class Evidence:
     final: pd.DataFrame  # each cell's last iteration, bodypart 'all'
     horse10: bool
     corrupted: pd.DataFrame  # its cells' final models on the corrupted sets (Horse-C); empty when not evaluated
+    largest: pd.DataFrame | None  # the curves at the dataset's largest training fraction, None when this is it
 
 
 @dataclass(frozen=True)
@@ -99,9 +101,9 @@ def lacking(claim: str) -> list[dict]:
     return [finding(claim, "pooled", f"not testable: needs {CLAIM[claim].needs}", (np.nan, np.nan, np.nan, 0), 1)]
 
 
-def init_gaps(evidence: Evidence) -> pd.DataFrame:
+def init_gaps(curves: pd.DataFrame) -> pd.DataFrame:
     """Scratch minus pretrained final error, one row per backbone and split, one column per set (within, OOD)."""
-    wide = paired_errors(evidence.curves)
+    wide = paired_errors(curves)
     if not {PRETRAINED, SCRATCH} <= set(wide.columns):
         return pd.DataFrame()
     gaps = (wide[SCRATCH] - wide[PRETRAINED]).unstack("set")
@@ -110,7 +112,7 @@ def init_gaps(evidence: Evidence) -> pd.DataFrame:
 
 def pretrained_beats_scratch(evidence: Evidence) -> list[dict]:
     """(a) pooled over backbones x splits, then per backbone (paired across splits)."""
-    gaps = init_gaps(evidence)
+    gaps = init_gaps(evidence.curves)
     if OOD not in gaps:
         return lacking("a")
     what = "scratch minus pretrained OOD normalised error, paired"
@@ -123,11 +125,43 @@ def pretrained_beats_scratch(evidence: Evidence) -> list[dict]:
 
 def gap_larger_out_of_domain(evidence: Evidence) -> list[dict]:
     """(b) the OOD gap minus the within-domain gap, paired per backbone and split."""
-    gaps = init_gaps(evidence)
+    gaps = init_gaps(evidence.curves)
     if not {WITHIN, OOD} <= set(gaps):
         return lacking("b")
     what = "(scratch - pretrained) OOD minus the same within domain, normalised error, paired (backbones x splits)"
     return [finding("b", "pooled", what, mean_ci(gaps[OOD] - gaps[WITHIN]), +1)]
+
+
+def larger_gap_for_stronger_families(evidence: Evidence) -> list[dict]:
+    """(i) each backbone's OOD gap, its mean over splits; ResNets and EfficientNets minus MobileNetV2s, a Welch
+    interval over backbones (the paper: 'not the case for the lightweight models, i.e. MobileNetV2s')."""
+    gaps = init_gaps(evidence.curves)
+    if OOD not in gaps or "family" not in evidence.final:  # metrics not joined to the backbone table
+        return lacking("i")
+    per_backbone = gaps[OOD].groupby(level="backbone").mean()
+    family = evidence.final.drop_duplicates("backbone").set_index("backbone")["family"].reindex(per_backbone.index)
+    strong, light = per_backbone[family.isin(STRONG_FAMILIES)], per_backbone[family == LIGHT_FAMILY]
+    if len(strong) < 2 or len(light) < 2:
+        return lacking("i")
+    low, high = stats.ttest_ind(strong, light, equal_var=False).confidence_interval(0.95)
+    what = (
+        "scratch minus pretrained OOD normalised error, mean over splits per backbone: ResNets and EfficientNets "
+        "minus MobileNetV2s (Welch, backbones)"
+    )
+    return [finding("i", "pooled", what, (strong.mean() - light.mean(), low, high, len(strong) + len(light)), +1)]
+
+
+def advantage_larger_with_less_data(evidence: Evidence) -> list[dict]:
+    """(j) the within-domain gap at this, the dataset's smallest fraction, minus the gap at its largest, paired per
+    backbone and split (the paper: scratch 'could closely match' pretrained given enough data, not at 5 %)."""
+    here = init_gaps(evidence.curves)
+    rich = pd.DataFrame() if evidence.largest is None else init_gaps(evidence.largest)
+    if WITHIN not in here or WITHIN not in rich:
+        return lacking("j")
+    difference = (here[WITHIN].droplevel("fraction") - rich[WITHIN].droplevel("fraction")).dropna()
+    fractions = [int(curves["fraction"].iloc[0]) for curves in (evidence.curves, evidence.largest)]
+    what = "(scratch - pretrained) within-domain normalised error at {} % minus at {} %, paired (backbones x splits)"
+    return [finding("j", "pooled", what.format(*fractions), mean_ci(difference), +1)]
 
 
 def curve_changes(metrics: pd.DataFrame) -> pd.DataFrame:
@@ -336,21 +370,50 @@ CLAIMS = (
         "pretrained cells of 3 or more backbones with distinct ImageNet top-1 evaluated on corrupted sets",
         corruption_slope,
     ),
+    Claim(
+        "i",
+        "Pretraining's out-of-domain advantage is larger for ResNets and EfficientNets than for the lightweight "
+        "MobileNetV2s.",
+        "normalised error",
+        "both inits evaluated out of domain for 2 or more MobileNetV2s and 2 or more ResNets or EfficientNets",
+        larger_gap_for_stronger_families,
+    ),
+    Claim(
+        "j",
+        "Pretraining's within-domain advantage is larger with less training data: from scratch catches up only "
+        "given enough data.",
+        "normalised error",
+        "both inits evaluated within domain at 2 or more training fractions",
+        advantage_larger_with_less_data,
+    ),
 )
 CLAIM = {claim.id: claim for claim in CLAIMS}
 PAPER_FRACTION = {"e": 50}  # a claim about one training fraction is checked only there
+ACROSS_FRACTIONS = {"j"}  # a claim comparing fractions is checked once, at the smallest, against the largest
+
+
+def checked_at(claim: str, fraction: int, smallest: int) -> bool:
+    """Whether `claim` is checked at `fraction` of a dataset whose smallest training fraction is `smallest`."""
+    if claim in ACROSS_FRACTIONS:
+        return fraction == smallest
+    return PAPER_FRACTION.get(claim, fraction) == fraction
+
+
+def at(table: pd.DataFrame, dataset: str, fraction: int) -> pd.DataFrame:
+    return table[(table["dataset"] == dataset) & (table["fraction"] == fraction)]
 
 
 def findings(metrics: pd.DataFrame, horse10: bool, corrupted: pd.DataFrame | None = None) -> pd.DataFrame:
     """Every claim, per dataset and training fraction; `corrupted` the cells' Horse-C metrics, if evaluated."""
     corrupted = pd.DataFrame(columns=["dataset", "fraction"]) if corrupted is None else corrupted
-    rows = []
-    for (dataset, fraction), group in final(metrics).groupby(["dataset", "fraction"]):
-        curves = metrics[(metrics["dataset"] == dataset) & (metrics["fraction"] == fraction)]
-        under = corrupted[(corrupted["dataset"] == dataset) & (corrupted["fraction"] == fraction)]
-        evidence = Evidence(curves, group, horse10, under)
+
+    rows, finals = [], final(metrics)
+    smallest, largest = (finals.groupby("dataset")["fraction"].agg(end) for end in ("min", "max"))
+    for (dataset, fraction), group in finals.groupby(["dataset", "fraction"]):
+        richest = None if largest[dataset] == fraction else at(metrics, dataset, largest[dataset])
+        evidence = Evidence(at(metrics, dataset, fraction), group, horse10, at(corrupted, dataset, fraction), richest)
         for claim in CLAIMS:
-            if PAPER_FRACTION.get(claim.id, fraction) == fraction:
+            if checked_at(claim.id, fraction, smallest[dataset]):
                 rows += [{"dataset": dataset, "fraction": fraction} | row for row in claim.test(evidence)]
     return pd.DataFrame(rows, columns=COLUMNS)
 
