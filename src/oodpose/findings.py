@@ -11,6 +11,7 @@ at each cell's last iteration unless the claim is about learning curves.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -38,6 +39,7 @@ COLUMNS = [
     "verdict",
 ]
 TABLE1_MARGIN = 5.0  # PCK points; a tolerance chosen here (the paper gives none) for "reproduces Table 1"
+SLOPE_SET_NAMES = {WITHIN: "within-domain", OOD: "OOD"}  # claims (d0) and (d1)
 STRONG_FAMILIES, LIGHT_FAMILY = ("resnet", "efficientnet"), "mobilenetv2"  # claim (i), in the paper's words
 
 
@@ -212,18 +214,16 @@ def pretrained_means(evidence: Evidence) -> pd.DataFrame | None:
     return None if means["imagenet_top1"].nunique() < 3 or means["set"].nunique() < 2 else means
 
 
-def ood_slope(evidence: Evidence) -> list[dict]:
-    """(d1) the OOD slope alone, as `regressions.csv` fits it, on backbone means."""
+def top1_slope(claim: str, set_: str, evidence: Evidence) -> list[dict]:
+    """(d0) within domain, (d1) out of domain: the set's slope alone, as `regressions.csv` fits it, on backbone
+    means of the pretrained cells."""
     means = pretrained_means(evidence)
     if means is None:
-        return lacking("d1")
-    ood = fit_on_top1(means.loc[means["set"] == OOD, ["imagenet_top1", "error"]], "error")
-    estimate = (ood["slope"], ood["slope_ci_low"], ood["slope_ci_high"], means["backbone"].nunique())
-    return [
-        finding(
-            "d1", "pooled", "OOD normalised-error slope, % per ImageNet point (OLS on backbone means)", estimate, -1
-        )
-    ]
+        return lacking(claim)
+    fit = fit_on_top1(means.loc[means["set"] == set_, ["imagenet_top1", "error"]], "error")
+    estimate = (fit["slope"], fit["slope_ci_low"], fit["slope_ci_high"], means["backbone"].nunique())
+    what = f"{SLOPE_SET_NAMES[set_]} normalised-error slope, % per ImageNet point (OLS on backbone means)"
+    return [finding(claim, "pooled", what, estimate, -1)]
 
 
 def steeper_out_of_domain(evidence: Evidence) -> list[dict]:
@@ -328,11 +328,18 @@ CLAIMS = (
         scratch_plateaus,
     ),
     Claim(
+        "d0",
+        "Within-domain error falls with ImageNet top-1.",
+        "% per ImageNet point",
+        "pretrained cells of 3 or more backbones with distinct ImageNet top-1, in both sets",
+        functools.partial(top1_slope, "d0", WITHIN),
+    ),
+    Claim(
         "d1",
         "Out-of-domain error falls with ImageNet top-1.",
         "% per ImageNet point",
         "pretrained cells of 3 or more backbones with distinct ImageNet top-1, in both sets",
-        ood_slope,
+        functools.partial(top1_slope, "d1", OOD),
     ),
     Claim(
         "d2",
