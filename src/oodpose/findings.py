@@ -428,7 +428,7 @@ def checked_at(claim: str, fraction: int, smallest: int) -> bool:
     return PAPER_FRACTION.get(claim, fraction) == fraction
 
 
-def at(table: pd.DataFrame, dataset: str, fraction: int) -> pd.DataFrame:
+def at_fraction(table: pd.DataFrame, dataset: str, fraction: int) -> pd.DataFrame:
     return table[(table["dataset"] == dataset) & (table["fraction"] == fraction)]
 
 
@@ -439,8 +439,10 @@ def findings(metrics: pd.DataFrame, horse10: bool, corrupted: pd.DataFrame | Non
     rows, finals = [], final(metrics)
     smallest, largest = (finals.groupby("dataset")["fraction"].agg(end) for end in ("min", "max"))
     for (dataset, fraction), group in finals.groupby(["dataset", "fraction"]):
-        richest = None if largest[dataset] == fraction else at(metrics, dataset, largest[dataset])
-        evidence = Evidence(at(metrics, dataset, fraction), group, horse10, at(corrupted, dataset, fraction), richest)
+        richest = None if largest[dataset] == fraction else at_fraction(metrics, dataset, largest[dataset])
+        evidence = Evidence(
+            at_fraction(metrics, dataset, fraction), group, horse10, at_fraction(corrupted, dataset, fraction), richest
+        )
         for claim in CLAIMS:
             if checked_at(claim.id, fraction, smallest[dataset]):
                 rows += [{"dataset": dataset, "fraction": fraction} | row for row in claim.test(evidence)]
