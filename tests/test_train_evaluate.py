@@ -362,6 +362,13 @@ def test_cli_bad_input_exits_with_a_message(tmp_path, capsys):
         main(["prepare", str(tmp_path / "missing"), str(tmp_path / "out")])
     assert exit_info.value.code == 2
     assert "does not exist" in capsys.readouterr().err
+    damaged = tmp_path / "cell"
+    damaged.mkdir()
+    (damaged / "settings.json").write_text("{")  # damaged, e.g. by a hand edit
+    with pytest.raises(SystemExit) as exit_info:
+        main(["aggregate", str(tmp_path / "summary"), str(damaged)])
+    assert exit_info.value.code == 2
+    assert f"{damaged / 'settings.json'}: the cell's training settings are damaged" in capsys.readouterr().err
 
 
 def test_real_horse10_frames_go_through_prediction(shared_data, tmp_path):

@@ -307,12 +307,13 @@ def aggregate_cells(options: dict) -> None:
 
 def trained_schedules(cells: list[str]) -> list[dict]:
     """Each backbone and init's schedule as its cells' settings.json record it (the CLI has no study config)."""
-    import json
     from pathlib import Path
+
+    from oodpose.evaluate import read_settings
 
     records = {}
     for cell in cells:
-        s = json.loads((Path(cell) / "settings.json").read_text())
+        s = read_settings(Path(cell) / "settings.json")
         record = {k: s[k] for k in ("backbone", "init", "ilr", "final_lr", "cycles")}
         records[(s["backbone"], s["init"])] = record | {"schedule_source": "as trained (settings.json)"}
     return list(records.values())
