@@ -4,6 +4,7 @@ ends where it would alone."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import shutil
 import signal
 from pathlib import Path
@@ -170,6 +171,67 @@ def test_a_partly_finished_group_trains_only_its_missing_cells(synthetic_cache, 
     assert not (tmp_path / GROUP[3].folder / "snapshots").exists()
 
 
+NEW_RATE = 0.02  # the group's schedule after an edit of its backbone row (the table's rate is 0.05)
+
+
+@pytest.fixture(scope="module")
+def alone_at_new_rate(synthetic_cache, tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("alone_new_rate")
+    for cell in GROUP:
+        train(cell_config(synthetic_cache, cell, out=str(root / cell.folder), ilr=NEW_RATE))
+    return root
+
+
+def test_a_changed_schedule_retrains_the_group_fused(synthetic_cache, alone, alone_at_new_rate, tmp_path, monkeypatch):
+    """Snakemake reruns every cell of the group; the first job retrains them together, removing each old model and
+    its evaluation (their own jobs, which would have removed them, have not run yet)."""
+    monkeypatch.chdir(tmp_path)
+    for cell in GROUP:
+        shutil.copytree(alone / cell.folder, tmp_path / cell.folder)
+        (tmp_path / cell.folder / "metrics.csv").write_text("of the old model")
+    (tmp_path / OWN.folder / "model.pt").unlink()  # Snakemake removes the output of the job it starts
+    train_with_group(cell_config(synthetic_cache, OWN, ilr=NEW_RATE), OWN, STUDY)
+    for cell in GROUP[1:]:
+        assert not any((tmp_path / cell.folder / name).exists() for name in ("model.pt", "metrics.csv"))
+    for cell in GROUP:
+        assert_same(cell, alone_at_new_rate)
+    train_with_group(cell_config(synthetic_cache, GROUP[3], ilr=NEW_RATE), GROUP[3], STUDY)  # its own job, later
+    assert_same(GROUP[3], alone_at_new_rate)
+
+
+def test_a_cell_finished_on_another_device_or_of_unknown_record_is_left_to_its_own_job(
+    synthetic_cache, alone, tmp_path, monkeypatch
+):
+    """Snakemake does not rerun a cell for its device (precision is not a param), and a model.pt from before models
+    recorded their settings cannot say it is stale: a fused job leaves both to their own jobs."""
+    monkeypatch.chdir(tmp_path)
+    for cell in GROUP:
+        shutil.copytree(alone / cell.folder, tmp_path / cell.folder)
+    other_device, unknown = tmp_path / GROUP[1].folder, tmp_path / GROUP[2].folder
+    for path in (other_device / "model.pt", *(other_device / "snapshots").glob("snapshot-*.pt")):
+        state = torch.load(path, weights_only=False)
+        state["defines"]["precision"] = "bfloat16"
+        torch.save(state, path)
+    state = torch.load(unknown / "model.pt", weights_only=False)
+    del state["defines"]
+    torch.save(state, unknown / "model.pt")
+    shutil.rmtree(unknown / "snapshots")
+
+    def trained_at() -> dict:
+        return {c: (tmp_path / c.folder / "train_log.csv").stat().st_mtime_ns for c in GROUP[1:]}
+
+    before = trained_at()
+    shutil.rmtree(tmp_path / OWN.folder)
+    train_with_group(cell_config(synthetic_cache, OWN), OWN, STUDY)  # the settings they were trained to
+    assert trained_at() == before and (other_device / "model.pt").exists()
+
+    shutil.rmtree(tmp_path / OWN.folder)
+    train_with_group(cell_config(synthetic_cache, OWN, ilr=NEW_RATE), OWN, STUDY)  # a new schedule
+    after = trained_at()
+    assert after[GROUP[2]] == before[GROUP[2]] and (unknown / "model.pt").exists()
+    assert after[GROUP[1]] != before[GROUP[1]] and not (other_device / "model.pt").exists()  # recorded: stale
+
+
 def test_rerunning_one_cell_of_a_fused_group(synthetic_cache, alone, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     for cell in GROUP:
@@ -217,11 +279,20 @@ def fused_workdir(path: Path, fuse: bool) -> Path:
     return path
 
 
+FUSED_CONFIG = "config/fused.yaml"
 WORKFLOW_CELLS = [Cell("synthetic", "efficientnet_lite0", "scratch", split, 50) for split in (1, 2)]
 
 
-def train_log(workdir: Path, cell: Cell) -> str:
-    return (workdir / "results" / "logs" / cell.folder.removeprefix("results/") / "train.log").read_text()
+def train_log(workdir: Path, cell: Cell) -> Path:
+    return workdir / "results" / "logs" / cell.folder.removeprefix("results/") / "train.log"
+
+
+def new_logs(workdir: Path, cells: list[Cell], *args: str) -> list[str]:
+    """The cells' train logs of one Snakemake run (the earlier ones removed first: Snakemake may or may not)."""
+    for cell in cells:
+        train_log(workdir, cell).unlink(missing_ok=True)
+    snakemake(workdir, *args)
+    return [train_log(workdir, cell).read_text() for cell in cells]
 
 
 @pytest.mark.slow
@@ -230,10 +301,10 @@ def test_the_workflow_trains_a_group_fused_and_each_cell_stays_its_own(tmp_path)
     runs = {}
     for fuse in (False, True):
         workdir = fused_workdir(tmp_path / f"fuse_{fuse}", fuse)
-        snakemake(workdir, *targets, "--cores", "1", "--configfile", "config/fused.yaml")
+        snakemake(workdir, *targets, "--cores", "1", "--configfile", FUSED_CONFIG)
         runs[fuse] = workdir
     fused = runs[True]
-    logs = [train_log(fused, cell) for cell in WORKFLOW_CELLS]
+    logs = [train_log(fused, cell).read_text() for cell in WORKFLOW_CELLS]
     assert sum("fused: training" in log for log in logs) == 1  # whichever job ran first trained both
     assert sum("at iteration 4" in log for log in logs) == 1  # the other found its final snapshot
     for cell in WORKFLOW_CELLS:
@@ -242,11 +313,22 @@ def test_the_workflow_trains_a_group_fused_and_each_cell_stays_its_own(tmp_path)
 
     rerun = WORKFLOW_CELLS[1]  # rerunning one cell of the group trains it alone: the other is finished
     shutil.rmtree(fused / rerun.folder)
-    logged = len(train_log(fused, rerun))
-    snakemake(fused, f"{rerun.folder}/model.pt", "--cores", "1", "--configfile", "config/fused.yaml")
-    new_lines = train_log(fused, rerun)[logged:]
+    (new_lines,) = new_logs(fused, [rerun], f"{rerun.folder}/model.pt", "--cores", "1", "--configfile", FUSED_CONFIG)
     assert "fused: training" not in new_lines and "resuming" not in new_lines
     again, alone = (
         torch.load(r / rerun.folder / "model.pt", weights_only=False)["model"] for r in (fused, runs[False])
     )
     assert all(torch.equal(again[k], alone[k]) for k in alone)
+
+    # a changed schedule: Snakemake reruns both cells; the first job retrains both, the other writes its model
+    table = pd.read_csv(fused / "config" / "backbones.tsv", sep="\t", keep_default_na=False)
+    table.loc[table["name"] == "efficientnet_lite0", "scratch_ilr"] = 0.002
+    table.to_csv(fused / "config" / "changed.tsv", sep="\t", index=False)
+    config = yaml.safe_load((fused / FUSED_CONFIG).read_text()) | {"backbones_table": "config/changed.tsv"}
+    (fused / "config" / "changed.yaml").write_text(yaml.safe_dump(config))
+    new_lines = new_logs(fused, WORKFLOW_CELLS, *targets, "--cores", "1", "--configfile", "config/changed.yaml")
+    assert sum("fused: training" in lines for lines in new_lines) == 1
+    assert sum("at iteration 4" in lines for lines in new_lines) == 1
+    for cell in WORKFLOW_CELLS:
+        assert json.loads((fused / cell.folder / "settings.json").read_text())["ilr"] == 0.002
+        assert pd.read_csv(fused / cell.folder / "train_log.csv")["lr"].iloc[0] == 0.002

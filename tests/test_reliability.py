@@ -370,12 +370,14 @@ def test_cuda_graphs_asked_for_on_a_cpu_are_said_off_and_recorded(synthetic_cach
 
 
 def test_a_failed_retrain_leaves_no_evaluation_of_the_old_model(synthetic_cache, tmp_path):
-    """Snakemake removes a failed job's model.pt; the cell's old metrics must not outlive it as a result."""
+    """The cell's old model and its metrics, Horse-C's included, must not outlive a retrain as its result (a
+    fused job retrains cells whose own job has not run, so Snakemake has not removed their model.pt)."""
     out = tmp_path / "cell"
     train(cell(synthetic_cache, out, iterations=2, snapshot_every=2))
-    for name in ("metrics.csv", "predictions.h5"):  # what evaluating that model wrote
+    evaluations = ("metrics.csv", "predictions.h5", "metrics_corrupted.csv")
+    for name in evaluations:  # what evaluating that model wrote
         (out / name).write_text("of the first model")
     with pytest.raises(FloatingPointError, match="loss is"):
         train(cell(synthetic_cache, out, iterations=2, snapshot_every=2, ilr=1e30))  # diverges to NaN
-    assert not (out / "metrics.csv").exists() and not (out / "predictions.h5").exists()
+    assert not [name for name in ("model.pt", *evaluations) if (out / name).exists()]
     assert json.loads((out / "settings.json").read_text())["ilr"] == 1e30  # the settings of the run that failed

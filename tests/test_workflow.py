@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from oodpose.study import EVALUATIONS
+
 REPO = Path(__file__).resolve().parents[1]
 CELL = "results/synthetic/efficientnet_lite0/imagenet/split1_frac50"
 
@@ -147,6 +149,17 @@ def test_every_rule_that_makes_files_keeps_a_log_and_a_benchmark():
             if rule and "\n    output:" in block:
                 for directive in ("log", "benchmark"):
                     assert f"\n    {directive}:" in block, f"{path.name}: rule {rule[1]} has no {directive}"
+
+
+def test_every_file_that_evaluates_a_model_is_removed_when_its_cell_retrains():
+    """A new model of a cell removes oodpose.study.EVALUATIONS beside it: every output of a rule that evaluates one."""
+    for path in sorted((REPO / "rules").glob("*.smk")):
+        for block in re.split(r"\n(?=\S)", path.read_text()):
+            rule = re.match(r"rule (\w*evaluate\w*):", block)
+            if rule:
+                outputs = block.split("\n    output:")[1].split("\n    log:")[0]
+                names = re.findall(r'_DIR}/([\w.]+)"', outputs)
+                assert names and set(names) <= set(EVALUATIONS), f"{path.name}: rule {rule[1]} writes {names}"
 
 
 def test_schema_rejects_bad_config(workdir):

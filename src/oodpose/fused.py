@@ -1,4 +1,4 @@
-"""Train a cell with the unfinished cells of its group in one process (config: `training: fuse`).
+"""Train a cell with the cells of its group that need training in one process (config: `training: fuse`).
 
 At the paper's batch of 8 small frames a GPU mostly waits for the host to launch kernels
 (bench/README.md). A study's cells of one backbone and init differ only in split and fraction, a
@@ -9,13 +9,15 @@ snapshots and log, and its own batches (one loader feeds the cells that draw the
 couples them, so each ends where it would alone (bitwise on CPU, tested).
 
 A training job asks for its own cell. With fusion on it also takes the cells of its group
-(`oodpose.settings.fusion_group`) that have neither a model nor a final snapshot and that no other
-job is training: a lock per cell folder (flock, released by the kernel when a job dies) keeps two
-jobs off one cell, and a job whose cell another is training waits for it. A job writes only its own
-cell's ``model.pt``; the other cells' jobs then find their final snapshots and write theirs in
-seconds. So each cell stays its own Snakemake job (rerun alone, retrained when its params change,
-resumed after pre-emption), and a cell that diverges stops alone: the job goes on with the others,
-and that cell's own job fails with the reason.
+(`oodpose.settings.fusion_group`) that need training and that no other job is training: those with
+neither a model nor a final snapshot, and those whose model and final snapshot were trained to other
+settings (a changed schedule reruns every cell of a backbone: they retrain together, not one after
+another). A lock per cell folder (flock, released by the kernel when a job dies) keeps two jobs off
+one cell, and a job whose cell another is training waits for it. A job writes only its own cell's
+``model.pt``; the other cells' jobs then find their final snapshots and write theirs in seconds. So
+each cell stays its own Snakemake job (rerun alone, retrained when its params change, resumed after
+pre-emption), and a cell that diverges stops alone: the job goes on with the others, and that cell's
+own job fails with the reason.
 """
 
 from __future__ import annotations
@@ -26,22 +28,30 @@ import fcntl
 import logging
 from pathlib import Path
 
+from oodpose.backbones import Backbone, get_backbone
 from oodpose.device import runtime
 from oodpose.schedule import Schedule
-from oodpose.settings import TrainConfig, fusion_group
+from oodpose.settings import TrainConfig, fusion_group, result_settings
 from oodpose.study import Cell, SearchCell
-from oodpose.train import CellTraining, save_model, start_cell, train_cells
+from oodpose.train import CellTraining, save_model, start_cell, train_cells, trained_for
 
 log = logging.getLogger(__name__)
 LOCK = ".train.lock"  # in a cell's folder: held by the job that trains the cell
+# What a finished cell records that, changed, makes Snakemake rerun its training job (the rule's params). Not the
+# precision: a cell finished on another kind of device stays finished, as Snakemake sees it.
+RERUN_BY = ("settings", "architecture")
 
 
 def train_with_group(config: TrainConfig, cell: Cell, study_config: dict) -> Path:
-    """Train `cell` (its settings `config`) with the unfinished cells of its group; returns its ``model.pt``."""
+    """Train `cell` (its settings `config`) with the cells of its group that need training; returns its
+    ``model.pt``."""
     siblings = [sibling_config(config, c) for c in fusion_group(study_config, cell) if c != cell]
+    backbone = get_backbone(config.backbone, config.backbones_table)  # the group's
     with contextlib.ExitStack() as locks:
         locks.enter_context(cell_lock(Path(config.out)))
-        taken = [c for c in siblings if unfinished(c) and locks.enter_context(cell_lock(Path(c.out), wait=False))]
+        taken = [
+            c for c in siblings if needs_training(c, backbone) and locks.enter_context(cell_lock(Path(c.out), False))
+        ]
         if taken:
             log.info("fused: training %s with %s", cell.folder, ", ".join(c.out for c in taken))
         cells = start_cells([config, *taken])
@@ -61,11 +71,15 @@ def sibling_config(config: TrainConfig, cell: Cell) -> TrainConfig:
     return dataclasses.replace(config, split=cell.split, fraction=cell.fraction, out=cell.folder, **schedule)
 
 
-def unfinished(config: TrainConfig) -> bool:
-    """Neither a model nor a final snapshot: a cell with either is its own job's to finish, or to retrain."""
+def needs_training(config: TrainConfig, backbone: Backbone) -> bool:
+    """Neither a model nor a final snapshot, or only ones trained to other settings or another network than
+    `config` and `backbone` give now. A cell with one of unknown record (a model.pt from before models recorded
+    it) is its own job's to finish or retrain, as is one trained to the current settings."""
     out = Path(config.out)
-    final = out / "snapshots" / f"snapshot-{config.iterations:07d}.pt"
-    return not (out / "model.pt").exists() and not final.exists()
+    finished = [p for p in (out / "model.pt", out / "snapshots" / f"snapshot-{config.iterations:07d}.pt") if p.exists()]
+    now = {"settings": result_settings(config.resolved(backbone)), "architecture": backbone.architecture}
+    records = [trained_for(path) for path in finished]
+    return all(r is not None and any(r.get(key) != now[key] for key in RERUN_BY) for r in records)
 
 
 def start_cells(configs: list[TrainConfig]) -> list[CellTraining]:

@@ -24,6 +24,9 @@ SEARCH_DIR = "results/{dataset}/search/{selection}"  # one schedule search: its 
 SEARCH_CELL_DIR = SEARCH_DIR + "/{backbone}/{init}/{schedule}/split{split}_frac{fraction}"
 CORRUPTED_DIR = "results/{dataset}/corrupted/{corruption}/severity{severity}"  # one Horse-C set of a dataset
 TRAIN_LOG = "train_log.csv"  # in a cell's folder: every iteration's loss and learning rate
+# in a cell's folder: what evaluating its model writes (the evaluate, evaluate_corrupted and search_evaluate rules);
+# a new model of the cell supersedes them all (oodpose.train.remove_old_results)
+EVALUATIONS = ("metrics.csv", "predictions.h5", "metrics_corrupted.csv")
 AUGMENTATIONS = ("paper", "imgaug", "none")  # training augmentation presets (oodpose.data.augment.PRESETS)
 NORMALISATIONS = ("weights", "deeplabcut")  # input scaling: the weights' own, or DeepLabCut 2.x's mean subtraction
 BATCHNORM_STATISTICS = ("running", "per_frame")  # at evaluation, for networks that train their batch norm

@@ -49,7 +49,7 @@ from oodpose.errors import InputError, NoSpaceError
 from oodpose.models import PoseNet, build_model, weights_file
 from oodpose.schedule import learning_rate
 from oodpose.settings import TrainConfig, result_settings
-from oodpose.study import PRETRAINED, TRAIN, TRAIN_LOG
+from oodpose.study import EVALUATIONS, PRETRAINED, TRAIN, TRAIN_LOG
 from oodpose.targets import make_targets, pose_loss
 
 log = logging.getLogger(__name__)
@@ -276,11 +276,11 @@ def resume(run: Run, snapshots: Path, identity: dict, defines: dict) -> int:
     Snapshots of another cell are refused; snapshots of this cell made with other settings, another network,
     other ImageNet weights, in another precision or from another cache (`defines`) are deleted and training
     starts over, so a rerun never passes old weights off as new, nor a hybrid of two precisions as either; a new
-    start removes the evaluation of an earlier model in the cell's folder, which no longer describes it.
+    start removes an earlier model of the cell and its evaluation, which no longer describe the cell.
     """
     state = latest_snapshot(snapshots)
     if state is None:
-        remove_stale_evaluation(snapshots.parent)
+        remove_old_results(snapshots.parent)
         return 0
     written_for = state.get("identity", identity)
     if written_for != identity:
@@ -293,7 +293,7 @@ def resume(run: Run, snapshots: Path, identity: dict, defines: dict) -> int:
         log.warning("%s: %s changed since the snapshots were made; starting over", snapshots, ", ".join(changed))
         for old in [*snapshots.glob("snapshot-*.pt"), *snapshots.glob("weights-*.pt")]:
             old.unlink()
-        remove_stale_evaluation(snapshots.parent)
+        remove_old_results(snapshots.parent)
         return 0
     run.model.load_state_dict(state["model"])
     run.optimizer.load_state_dict(state["optimizer"])
@@ -354,12 +354,22 @@ def write_settings(cfg: TrainConfig, run: Run, cache: Cache, path: Path, graphed
     return settings
 
 
-def remove_stale_evaluation(out: Path) -> None:
-    """The evaluation outputs the workflow writes beside a cell's model, made by an earlier model."""
-    for name in ("metrics.csv", "predictions.h5"):
+def remove_old_results(out: Path) -> None:
+    """An earlier model in a cell's folder and what evaluating it wrote, removed as a new model starts, so a
+    retrain that fails leaves the cell missing, never another model's results."""
+    for name in ("model.pt", *EVALUATIONS):
         if (out / name).exists():
             log.warning("%s: made for an earlier model of this cell; removed before training a new one", out / name)
             (out / name).unlink()
+
+
+def trained_for(path: Path) -> dict | None:
+    """What a cell's model.pt or snapshot records it was trained for (its `defines`), read without its tensors;
+    None for a model.pt from before it recorded that, or a file that cannot be read (its own job says why)."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False, mmap=True).get("defines")
+    except Exception:  # a truncated or corrupted file fails in many ways
+        return None
 
 
 def training_rows(cache: Cache, cfg: TrainConfig) -> np.ndarray:
@@ -578,7 +588,12 @@ def save_model(cell: CellTraining) -> Path:
     """The cell's final weights and settings, which evaluation reads."""
     final = cell.out / "model.pt"
     with stream_of(cell):  # after the cell's last step
-        model = {"iteration": cell.cfg.iterations, "model": cell.run.model.state_dict(), "settings": cell.settings}
+        model = {
+            "iteration": cell.cfg.iterations,
+            "model": cell.run.model.state_dict(),
+            "settings": cell.settings,
+            "defines": cell.defines,
+        }
         save_atomic(model, final)
     return final
 
