@@ -75,6 +75,17 @@ def test_changed_settings_start_over_instead_of_resuming(synthetic_cache, tmp_pa
     assert list(log["iteration"]) == list(range(6)) and (log["lr"].iloc[0] == 0.01)
 
 
+def test_a_new_start_leaves_no_learning_curve_weights_of_the_old_model(synthetic_cache, tmp_path):
+    """With its resume snapshots deleted (to free disk), a cell still holds its old model's curve weights; a
+    retrain with other curve points must not leave them to be evaluated as its own."""
+    out = tmp_path / "cell"
+    train(cell(synthetic_cache, out, curve_iterations=(2, 4)))
+    for old in (out / "snapshots").glob("snapshot-*.pt"):
+        old.unlink()
+    train(cell(synthetic_cache, out, curve_iterations=(3,), ilr=0.01))
+    assert sorted(p.name for p in (out / "snapshots").glob("weights-*.pt")) == ["weights-0000003.pt"]
+
+
 def test_an_edited_label_starts_training_over(tmp_path, caplog):
     project = make_project(tmp_path / "project")
     cache = prepare_cache(project, tmp_path / "cache", SMALL)

@@ -276,7 +276,8 @@ def resume(run: Run, snapshots: Path, identity: dict, defines: dict) -> int:
     Snapshots of another cell are refused; snapshots of this cell made with other settings, another network,
     other ImageNet weights, in another precision or from another cache (`defines`) are deleted and training
     starts over, so a rerun never passes old weights off as new, nor a hybrid of two precisions as either; a new
-    start removes an earlier model of the cell and its evaluation, which no longer describe the cell.
+    start removes an earlier model of the cell, its learning-curve weights and its evaluation, which no longer
+    describe the cell.
     """
     state = latest_snapshot(snapshots)
     if state is None:
@@ -291,7 +292,7 @@ def resume(run: Run, snapshots: Path, identity: dict, defines: dict) -> int:
     if state.get("defines") != defines:
         changed = differences(state.get("defines") or {}, defines)
         log.warning("%s: %s changed since the snapshots were made; starting over", snapshots, ", ".join(changed))
-        for old in [*snapshots.glob("snapshot-*.pt"), *snapshots.glob("weights-*.pt")]:
+        for old in snapshots.glob("snapshot-*.pt"):
             old.unlink()
         remove_old_results(snapshots.parent)
         return 0
@@ -355,12 +356,15 @@ def write_settings(cfg: TrainConfig, run: Run, cache: Cache, path: Path, graphed
 
 
 def remove_old_results(out: Path) -> None:
-    """An earlier model in a cell's folder and what evaluating it wrote, removed as a new model starts, so a
-    retrain that fails leaves the cell missing, never another model's results."""
-    for name in ("model.pt", *EVALUATIONS):
-        if (out / name).exists():
-            log.warning("%s: made for an earlier model of this cell; removed before training a new one", out / name)
-            (out / name).unlink()
+    """An earlier model in a cell's folder (its model.pt and learning-curve weights) and what evaluating it wrote,
+    removed as a new model starts, so a retrain that fails leaves the cell missing, never another model's results."""
+    curve = sorted((out / "snapshots").glob("weights-*.pt"))
+    old = [path for path in (out / "model.pt", *curve, *(out / name for name in EVALUATIONS)) if path.exists()]
+    if old:
+        names = ", ".join(str(path.relative_to(out)) for path in old)
+        log.warning("%s: %s made for an earlier model of this cell; removed before training a new one", out, names)
+    for path in old:
+        path.unlink()
 
 
 def trained_for(path: Path) -> dict | None:
