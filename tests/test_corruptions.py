@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 
 from oodpose import robustness
+from oodpose.aggregate import read_corrupted
 from oodpose.cli import main
 from oodpose.corruptions import (
     CORRUPTIONS,
@@ -157,7 +158,7 @@ def test_uncorrupted_frames_score_as_the_clean_evaluation(synthetic_cache, train
         assert np.allclose(joined[column], joined[f"{column}_corrupted"], equal_nan=True)
 
 
-def test_the_cli_corrupts_evaluates_aggregates_and_draws(synthetic_cache, trained_cell, tmp_path):
+def test_the_cli_corrupts_evaluates_aggregates_and_draws(synthetic_cache, trained_cell, tmp_path, capsys):
     sets = []
     for severity in (1, 5):
         out = tmp_path / f"noise{severity}"
@@ -200,6 +201,36 @@ def test_the_cli_corrupts_evaluates_aggregates_and_draws(synthetic_cache, traine
     assert "(f)" in (summary / "findings.md").read_text()
     main(["figures", str(summary), str(cell), "--cache", str(synthetic_cache)])
     assert (summary / "figures" / "corruptions.png").stat().st_size > 1000
+
+    unscored = tmp_path / "unscored"  # another split's cell, not evaluated on Horse-C: not silently left out
+    shutil.copytree(cell, unscored)
+    (unscored / "metrics_corrupted.csv").unlink()
+    pd.read_csv(cell / "metrics.csv").assign(split=2).to_csv(unscored / "metrics.csv", index=False)
+    with pytest.raises(SystemExit) as refused:
+        main(["aggregate", str(tmp_path / "again"), str(cell), str(unscored), "--dataset", "toy"])
+    assert refused.value.code == 2 and "no Horse-C scores" in capsys.readouterr().err
+
+
+def test_a_summary_refuses_horse_c_scores_that_cover_cells_or_corruptions_unevenly(tmp_path):
+    """By hand (`oodpose aggregate` on cell folders) a cell may lack Horse-C scores, or have them on other sets."""
+    row = dict(dataset="toy", backbone="b", init="imagenet", split=1, fraction=50, set=OOD, bodypart="all")
+    row |= dict(n=1, normalised_error=0.5, pck=0.5)
+    metrics = pd.DataFrame([row, row | {"split": 2}])
+    metadata = [dict(backbone="b", imagenet_top1=70.0, family="x", backbones="paper")]
+
+    def scores(name: str, split: int, sets: list[tuple[str, int]]) -> Path:
+        rows = [row | {"split": split, "corruption": c, "severity": s} for c, s in sets]
+        pd.DataFrame(rows).to_csv(tmp_path / name, index=False)
+        return tmp_path / name
+
+    both = [("gaussian_noise", 1), ("fog", 3)]
+    first, other_sets = scores("a.csv", 1, both), scores("b.csv", 2, both[:1])
+    with pytest.raises(InputError, match=r"b.csv scores the corrupted sets .*; evaluate every cell on the same"):
+        read_corrupted([first, other_sets], metrics, metadata)
+    with pytest.raises(InputError, match=r"no Horse-C scores \(metrics_corrupted.csv\): b imagenet split 2 50%;"):
+        read_corrupted([first], metrics, metadata)
+    assert len(read_corrupted([first, scores("b.csv", 2, both)], metrics, metadata)) == 4
+    assert read_corrupted([], metrics, metadata) is None
 
 
 def cells_table(gap: float, growth: float, slope: float) -> pd.DataFrame:

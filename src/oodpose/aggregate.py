@@ -42,6 +42,34 @@ def read_cell_metrics(paths: Iterable[str | Path], dataset: str) -> pd.DataFrame
     return pd.concat(tables, ignore_index=True).assign(dataset=dataset)
 
 
+def read_corrupted(paths: list[str | Path], metrics: pd.DataFrame, metadata: list[dict]) -> pd.DataFrame | None:
+    """The cells' Horse-C metrics (None: no corruption axis), joined like `metrics`. Every cell of `metrics` must
+    have them, on the same corrupted sets: Horse-C's means and mCE would otherwise compare backbones on different
+    corruptions, or leave some out unsaid."""
+    if not paths:
+        return None
+    tables = {Path(path): pd.read_csv(path) for path in paths}
+    scored = {path: sorted(set(zip(t["corruption"], t["severity"]))) for path, t in tables.items()}
+    first = next(iter(scored))
+    for path, sets in scored.items():
+        if sets != scored[first]:
+            raise InputError(
+                f"{path} scores the corrupted sets {sets}, {first} {scored[first]}; evaluate every cell on the "
+                "same corruptions and severities"
+            )
+    corrupted = pd.concat(tables.values(), ignore_index=True).assign(dataset=metrics["dataset"].iloc[0])
+    cells = metrics[list(CELL)].drop_duplicates()
+    unscored = cells.merge(corrupted[list(CELL)].drop_duplicates(), how="left", indicator=True)
+    unscored = unscored[unscored.pop("_merge") == "left_only"]
+    if len(unscored):
+        names = [f"{c.backbone} {c.init} split {c.split} {c.fraction}%" for c in unscored.itertuples()]
+        raise InputError(
+            f"cells with metrics but no Horse-C scores (metrics_corrupted.csv): {', '.join(names)}; score them "
+            "on the same corrupted sets (evaluate-corrupted), or leave them out"
+        )
+    return with_backbones(corrupted, metadata)
+
+
 def without_diverged(metrics: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The metrics of the cells that did not diverge, and the diverged cells (CELL and the sentence why)."""
     diverged = metrics["diverged"] != ""
@@ -124,10 +152,7 @@ def aggregate(
     metrics = with_backbones(read_cell_metrics(metric_files, dataset), metadata)
     if cells is None:
         cells = metrics[list(CELL)].drop_duplicates()
-    corrupted_files = list(corrupted_files)
-    corrupted = None
-    if corrupted_files:
-        corrupted = with_backbones(pd.concat(map(pd.read_csv, corrupted_files)).assign(dataset=dataset), metadata)
+    corrupted = read_corrupted(list(corrupted_files), metrics, metadata)
     outputs = summarise(metrics, cells, horse10, schedules, corrupted)
     for name, listed in (("without metrics", outputs["missing_cells"]), ("diverged", outputs["diverged_cells"])):
         if len(listed):
