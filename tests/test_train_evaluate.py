@@ -4,6 +4,7 @@ import json
 import os
 import shutil
 import signal
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -311,7 +312,7 @@ def test_metrics_by_hand():
     assert table.loc["b", "n"] == 1 and table.loc["b", "pck"] == 1.0
 
 
-def test_cli_train_and_evaluate_write_deeplabcut_outputs(synthetic_cache, tmp_path):
+def test_cli_train_and_evaluate_write_deeplabcut_outputs(synthetic_cache, tmp_path, capsys):
     out = tmp_path / "cell"
     main(
         [
@@ -355,6 +356,25 @@ def test_cli_train_and_evaluate_write_deeplabcut_outputs(synthetic_cache, tmp_pa
     assert pd.read_csv(summary / "missing_cells.csv").empty
     main(["figures", str(summary), str(out), "--cache", str(synthetic_cache)])
     assert (summary / "figures" / "figure3c.png").stat().st_size > 1000
+    assert_one_studys_cells_only(out, tmp_path, capsys)
+
+
+def assert_one_studys_cells_only(cell: Path, tmp_path: Path, capsys) -> None:
+    """By hand, one cell given twice, or cells of two prepared datasets, would be summarised as one study."""
+    copy, elsewhere = tmp_path / "copy", tmp_path / "elsewhere"
+    for folder in (copy, elsewhere):
+        shutil.copytree(cell, folder)
+    settings = json.loads((cell / "settings.json").read_text())
+    (elsewhere / "settings.json").write_text(json.dumps(settings | {"split": 2, "cache_fingerprint": "another"}))
+    for cells, says in (
+        ([cell, copy], f"{cell} and {copy} are the same cell (efficientnet_lite0 imagenet split 1 50%)"),
+        ([cell, cell], "are the same cell"),
+        ([cell, elsewhere], f"{cell} and {elsewhere} were trained on different prepared datasets"),
+    ):
+        with pytest.raises(SystemExit) as refused:
+            main(["aggregate", str(tmp_path / "refused"), *map(str, cells), "--dataset", "toy"])
+        assert refused.value.code == 2 and says in capsys.readouterr().err
+    assert not (tmp_path / "refused").exists()
 
 
 def test_cli_bad_input_exits_with_a_message(tmp_path, capsys):

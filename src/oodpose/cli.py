@@ -291,13 +291,14 @@ def aggregate_cells(options: dict) -> None:
     from oodpose.backbones import DEFAULT_TABLE, backbone_metadata, load_backbones
 
     table = load_backbones(options.get("backbones_table", DEFAULT_TABLE))
+    settings = study_settings(options["cells"])
     metric_files = [Path(c) / "metrics.csv" for c in options["cells"]]
     corrupted = [Path(c) / "metrics_corrupted.csv" for c in options["cells"]]
     aggregate(
         metric_files,
         options["dataset"],
         backbone_metadata(table.values()),
-        trained_schedules(options["cells"]),
+        trained_schedules(settings),
         None,
         options.get("horse10", False),
         options["out"],
@@ -305,15 +306,35 @@ def aggregate_cells(options: dict) -> None:
     )
 
 
-def trained_schedules(cells: list[str]) -> list[dict]:
-    """Each backbone and init's schedule as its cells' settings.json record it (the CLI has no study config)."""
+def study_settings(cells: list[str]) -> list[dict]:
+    """Each cell folder's settings.json, refused unless they are one study's cells: trained on one prepared
+    dataset (a summary labels them with one), each cell once (twice, it would count twice in every statistic)."""
     from pathlib import Path
 
     from oodpose.evaluate import read_settings
 
+    records, seen = [read_settings(Path(cell) / "settings.json") for cell in cells], {}
+    for folder, s in zip(cells, records):
+        cell = f"{s['backbone']} {s['init']} split {s['split']} {s['fraction']}%"
+        if cell in seen:
+            raise InputError(
+                f"{seen[cell]} and {folder} are the same cell ({cell}); give each cell once (a schedule search's "
+                "cells: select-schedules)"
+            )
+        seen[cell] = folder
+        if s.get("cache_fingerprint") != records[0].get("cache_fingerprint"):
+            raise InputError(
+                f"{cells[0]} and {folder} were trained on different prepared datasets (cache fingerprints "
+                f"{records[0].get('cache_fingerprint')} and {s.get('cache_fingerprint')}); aggregate each dataset's "
+                "cells apart"
+            )
+    return records
+
+
+def trained_schedules(settings: list[dict]) -> list[dict]:
+    """Each backbone and init's schedule as its cells' settings.json record it (the CLI has no study config)."""
     records = {}
-    for cell in cells:
-        s = read_settings(Path(cell) / "settings.json")
+    for s in settings:
         record = {k: s[k] for k in ("backbone", "init", "ilr", "final_lr", "cycles")}
         records[(s["backbone"], s["init"])] = record | {"schedule_source": "as trained (settings.json)"}
     return list(records.values())
