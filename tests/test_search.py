@@ -253,6 +253,9 @@ def assert_the_command_line_selects_as_the_workflow_did(workdir, folder):
     options = {"out": str(workdir / "mixed"), "cells": [*cells, str(oracle)], "cache": cache, "dataset": "synthetic"}
     with pytest.raises(InputError, match=r"the cells hold out \[0, 1\] validation horses; give the cells of one"):
         run("select-schedules", options)
+    options["cells"] = [*cells, cells[0]]  # a cell given twice would count twice in its schedule's score
+    with pytest.raises(InputError, match=rf"{cells[0]} and {cells[0]} are the same cell \(efficientnet_lite0 "):
+        run("select-schedules", options)
     assert not (workdir / "mixed").exists()
 
 

@@ -278,6 +278,7 @@ def select_cell_schedules(options: dict) -> None:
         )
         for r in records
     ]
+    each_once(folders, [f"{c.backbone} {c.init} {c.schedule} split {c.split} {c.fraction}%" for c in cells])
     table = options.get("backbones_table", DEFAULT_TABLE)
     schedules = {(c.backbone, c.init): cell_schedule(get_backbone(c.backbone, table), c.init) for c in cells}
     select_schedules([folder / "metrics.csv" for folder in folders], cells, schedules, cache, held, options["out"])
@@ -313,15 +314,9 @@ def study_settings(cells: list[str]) -> list[dict]:
 
     from oodpose.evaluate import read_settings
 
-    records, seen = [read_settings(Path(cell) / "settings.json") for cell in cells], {}
+    records = [read_settings(Path(cell) / "settings.json") for cell in cells]
+    each_once(cells, [f"{s['backbone']} {s['init']} split {s['split']} {s['fraction']}%" for s in records])
     for folder, s in zip(cells, records):
-        cell = f"{s['backbone']} {s['init']} split {s['split']} {s['fraction']}%"
-        if cell in seen:
-            raise InputError(
-                f"{seen[cell]} and {folder} are the same cell ({cell}); give each cell once (a schedule search's "
-                "cells: select-schedules)"
-            )
-        seen[cell] = folder
         if s.get("cache_fingerprint") != records[0].get("cache_fingerprint"):
             raise InputError(
                 f"{cells[0]} and {folder} were trained on different prepared datasets (cache fingerprints "
@@ -329,6 +324,15 @@ def study_settings(cells: list[str]) -> list[dict]:
                 "cells apart"
             )
     return records
+
+
+def each_once(folders: list, cells: list[str]) -> None:
+    """Refuses two folders of one cell (named in `cells`, in the folders' order): it would count twice."""
+    seen = {}
+    for folder, cell in zip(folders, cells):
+        if cell in seen:
+            raise InputError(f"{seen[cell]} and {folder} are the same cell ({cell}); give each cell once")
+        seen[cell] = folder
 
 
 def trained_schedules(settings: list[dict]) -> list[dict]:
