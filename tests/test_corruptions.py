@@ -206,6 +206,8 @@ def test_the_cli_corrupts_evaluates_aggregates_and_draws(synthetic_cache, traine
     shutil.copytree(cell, unscored)
     (unscored / "metrics_corrupted.csv").unlink()
     pd.read_csv(cell / "metrics.csv").assign(split=2).to_csv(unscored / "metrics.csv", index=False)
+    settings = json.loads((cell / "settings.json").read_text()) | {"split": 2}
+    (unscored / "settings.json").write_text(json.dumps(settings))
     with pytest.raises(SystemExit) as refused:
         main(["aggregate", str(tmp_path / "again"), str(cell), str(unscored), "--dataset", "toy"])
     assert refused.value.code == 2 and "no Horse-C scores" in capsys.readouterr().err
