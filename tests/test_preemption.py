@@ -9,6 +9,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import pandas as pd
 import psutil
 import pytest
 import torch
@@ -82,5 +83,7 @@ def test_killed_training_resumes_to_the_same_result(unbroken, tmp_path, signum):
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     log = (workdir / "results" / "logs" / CELL.removeprefix("results/") / "train.log").read_text()
     assert f"at iteration {stopped_at}" in log
+    history = pd.read_csv(workdir / CELL / "train_log.csv")  # across both attempts, whatever became of their logs
+    assert list(history["iteration"]) == list(range(40))
     resumed = weights(workdir)
     assert all(torch.equal(resumed[k], unbroken[k]) for k in unbroken)

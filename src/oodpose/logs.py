@@ -13,15 +13,14 @@ FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 @contextlib.contextmanager
-def rule_log(path: str | Path, append: bool = False):
+def rule_log(path: str | Path):
     """Send the job's output, tracebacks and the library's `logging` messages (INFO and up) to its rule's log.
 
     Bad input (`InputError`) ends the job with one line on the console, where the user looks, and in
-    the log, instead of a traceback buried in the log. `append` keeps an earlier attempt's lines, e.g. a
-    resumed training job's history.
+    the log, instead of a traceback buried in the log.
     """
     console = sys.stderr
-    stream = open(path, "a" if append else "w", buffering=1)  # line-buffered: a killed job keeps its last lines
+    stream = open(path, "w", buffering=1)  # line-buffered: a killed job keeps its last lines
     sys.stdout = sys.stderr = stream
     logging.basicConfig(level=logging.INFO, format=FORMAT, stream=stream, force=True)
     try:

@@ -6,7 +6,8 @@ from oodpose.settings import TrainConfig
 from oodpose.study import Cell, SearchCell
 from oodpose.train import train
 
-with rule_log(snakemake.log[0], append=True):  # a resumed job keeps its history
+# Snakemake removes a job's log before each attempt; a resumed cell's history is its train_log.csv
+with rule_log(snakemake.log[0]):
     os.environ["HF_HUB_OFFLINE"] = "1"  # weights come from the job's input file; compute nodes may be offline
     settings = TrainConfig(
         **snakemake.params.settings,
