@@ -31,15 +31,12 @@ from pathlib import Path
 from oodpose.backbones import Backbone, get_backbone
 from oodpose.device import runtime
 from oodpose.schedule import Schedule
-from oodpose.settings import TrainConfig, fusion_group, result_settings
+from oodpose.settings import TrainConfig, fusion_group
 from oodpose.study import Cell, SearchCell
-from oodpose.train import CellTraining, save_model, start_cell, train_cells, trained_for
+from oodpose.train import CellTraining, params_record, save_model, snapshot_path, start_cell, train_cells, trained_for
 
 log = logging.getLogger(__name__)
 LOCK = ".train.lock"  # in a cell's folder: held by the job that trains the cell
-# What a finished cell records that, changed, makes Snakemake rerun its training job (the rule's params). Not the
-# precision: a cell finished on another kind of device stays finished, as Snakemake sees it.
-RERUN_BY = ("settings", "architecture")
 
 
 def train_with_group(config: TrainConfig, cell: Cell, study_config: dict) -> Path:
@@ -73,13 +70,14 @@ def sibling_config(config: TrainConfig, cell: Cell) -> TrainConfig:
 
 def needs_training(config: TrainConfig, backbone: Backbone) -> bool:
     """Neither a model nor a final snapshot, or only ones trained to other settings or another network than
-    `config` and `backbone` give now. A cell with one of unknown record (a model.pt from before models recorded
-    it) is its own job's to finish or retrain, as is one trained to the current settings."""
+    `config` and `backbone` give now: what Snakemake reruns its job for (not the precision: a cell finished on
+    another kind of device stays finished). A cell with one of unknown record (a model.pt from before models
+    recorded it) is its own job's to finish or retrain, as is one trained to the current settings."""
     out = Path(config.out)
-    finished = [p for p in (out / "model.pt", out / "snapshots" / f"snapshot-{config.iterations:07d}.pt") if p.exists()]
-    now = {"settings": result_settings(config.resolved(backbone)), "architecture": backbone.architecture}
+    finished = [p for p in (out / "model.pt", snapshot_path(out / "snapshots", config.iterations)) if p.exists()]
+    now = params_record(config.resolved(backbone), backbone)
     records = [trained_for(path) for path in finished]
-    return all(r is not None and any(r.get(key) != now[key] for key in RERUN_BY) for r in records)
+    return all(r is not None and {key: r.get(key) for key in now} != now for r in records)
 
 
 def start_cells(configs: list[TrainConfig]) -> list[CellTraining]:

@@ -315,6 +315,10 @@ def differences(old: dict, new: dict) -> list[str]:
     return names
 
 
+def snapshot_path(snapshots: Path, iteration: int) -> Path:
+    return snapshots / f"snapshot-{iteration:07d}.pt"
+
+
 def save_snapshot(run: Run, done: int, identity: dict, defines: dict, snapshots: Path) -> None:
     """Everything a resumed run needs to go on exactly; only the newest `KEEP_SNAPSHOTS` stay."""
     state = {
@@ -326,7 +330,7 @@ def save_snapshot(run: Run, done: int, identity: dict, defines: dict, snapshots:
         "identity": identity,
         "defines": defines,
     }
-    save_atomic(state, snapshots / f"snapshot-{done:07d}.pt")
+    save_atomic(state, snapshot_path(snapshots, done))
     keep_recent_snapshots(snapshots)
 
 
@@ -447,8 +451,7 @@ def start_cell(config: TrainConfig, workers: int | None = None, loaders: dict | 
     run = build_run(cfg, len(cache.bodyparts), backbone)
     identity = {"backbone": cfg.backbone, "init": cfg.init, "split": cfg.split, "fraction": cfg.fraction}
     defines = {
-        "settings": result_settings(cfg),
-        "architecture": run.architecture,
+        **params_record(cfg, backbone),
         "weights_sha256": run.weights_sha256,
         "precision": run.rt.precision,  # a device of another kind (bf16, fp16, TF32, CPU) starts over
         "cache": cache.fingerprint,
@@ -466,6 +469,12 @@ def start_cell(config: TrainConfig, workers: int | None = None, loaders: dict | 
         reader = loaders[same_batches] = itertools.tee(loader, 1)[0]
     run.model.train()
     return CellTraining(cfg, run, step, identity, defines, settings, reader, start, own_stream(run.rt))
+
+
+def params_record(cfg: TrainConfig, backbone: Backbone) -> dict:
+    """The part of a cell's record (`defines`) that its training job's params give (resolved `cfg`, its backbone):
+    changed, Snakemake reruns the job. The rest (weights, precision, cache) comes from the machine and inputs."""
+    return {"settings": result_settings(cfg), "architecture": backbone.architecture}
 
 
 def data_settings(cfg: TrainConfig) -> tuple:
