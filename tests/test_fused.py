@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import shutil
 import signal
 from pathlib import Path
@@ -15,8 +16,10 @@ import torch
 import yaml
 from test_workflow import REPO, snakemake
 
+from oodpose import fused
 from oodpose import train as train_module
-from oodpose.fused import cell_lock, sibling_config, train_with_group
+from oodpose.backbones import get_backbone
+from oodpose.fused import cell_lock, room_on, sibling_config, train_with_group
 from oodpose.settings import TrainConfig, fusion_group
 from oodpose.study import Cell, SearchCell
 from oodpose.train import train
@@ -169,6 +172,33 @@ def test_a_partly_finished_group_trains_only_its_missing_cells(synthetic_cache, 
     assert_same(GROUP[1], alone)
     assert_same(GROUP[2], alone)  # the one missing cell no other job held
     assert not (tmp_path / GROUP[3].folder / "snapshots").exists()
+
+
+def test_a_gpus_room_is_its_free_memory_over_the_tables_memory_a_cell(monkeypatch):
+    backbone = get_backbone("resnet50")
+    assert room_on(torch.device("cpu"), backbone) is None  # on a CPU the cells take turns: no limit
+    mib = 2**20
+
+    def free(mb):
+        monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (int(mb * mib), 80_000 * mib))
+
+    free(3.5 * backbone.gpu_mem_mb)
+    assert room_on(torch.device("cuda"), backbone) == 3
+    free(0.5 * backbone.gpu_mem_mb)
+    assert room_on(torch.device("cuda"), backbone) == 1  # its own cell, whatever the estimate
+
+
+def test_a_job_takes_no_more_cells_than_its_gpu_holds(synthetic_cache, alone, tmp_path, monkeypatch, caplog):
+    """The others wait for their own jobs, which take the group's untrained cells in turn."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(fused, "room_on", lambda device, backbone: 2)
+    with caplog.at_level(logging.INFO, logger="oodpose.fused"):
+        train_with_group(cell_config(synthetic_cache, OWN), OWN, STUDY)
+    assert [c for c in GROUP if (tmp_path / c.folder / "snapshots").exists()] == GROUP[:2]
+    assert "room for 2 mobilenetv2_035 cells" in caplog.text
+    train_with_group(cell_config(synthetic_cache, GROUP[2]), GROUP[2], STUDY)
+    for cell in GROUP:
+        assert_same(cell, alone)
 
 
 NEW_RATE = 0.02  # the group's schedule after an edit of its backbone row (the table's rate is 0.05)

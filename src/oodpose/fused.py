@@ -12,8 +12,10 @@ A training job asks for its own cell. With fusion on it also takes the cells of 
 (`oodpose.settings.fusion_group`) that need training and that no other job is training: those with
 neither a model nor a final snapshot, and those whose model and final snapshot were trained to other
 settings (a changed schedule reruns every cell of a backbone: they retrain together, not one after
-another). A lock per cell folder (flock, released by the kernel when a job dies) keeps two jobs off
-one cell, and a job whose cell another is training waits for it. A job writes only its own cell's
+another). On a GPU it takes no more cells than the GPU's free memory holds at the backbone table's
+`gpu_mem_mb` a cell; the group's other cells wait for their own jobs, which fuse in turn. A lock per
+cell folder (flock, released by the kernel when a job dies) keeps two jobs off one cell, and a job
+whose cell another is training waits for it. A job writes only its own cell's
 ``model.pt``; the other cells' jobs then find their final snapshots and write theirs in seconds. So
 each cell stays its own Snakemake job (rerun alone, retrained when its params change, resumed after
 pre-emption), and a cell that diverges stops alone: the job goes on with the others, and that cell's
@@ -27,6 +29,8 @@ import dataclasses
 import fcntl
 import logging
 from pathlib import Path
+
+import torch
 
 from oodpose.backbones import Backbone, get_backbone
 from oodpose.device import runtime
@@ -44,14 +48,13 @@ def train_with_group(config: TrainConfig, cell: Cell, study_config: dict) -> Pat
     ``model.pt``."""
     siblings = [sibling_config(config, c) for c in fusion_group(study_config, cell) if c != cell]
     backbone = get_backbone(config.backbone, config.backbones_table)  # the group's
+    rt = runtime(config.device, config.threads, config.workers, config.amp)
     with contextlib.ExitStack() as locks:
         locks.enter_context(cell_lock(Path(config.out)))
-        taken = [
-            c for c in siblings if needs_training(c, backbone) and locks.enter_context(cell_lock(Path(c.out), False))
-        ]
+        taken = take_siblings(siblings, backbone, room_on(rt.device, backbone), locks)
         if taken:
             log.info("fused: training %s with %s", cell.folder, ", ".join(c.out for c in taken))
-        cells = start_cells([config, *taken])
+        cells = start_cells([config, *taken], rt.workers)
         train_cells(cells)
         for other in cells[1:]:
             if other.error:
@@ -68,6 +71,29 @@ def sibling_config(config: TrainConfig, cell: Cell) -> TrainConfig:
     return dataclasses.replace(config, split=cell.split, fraction=cell.fraction, out=cell.folder, **schedule)
 
 
+def take_siblings(
+    siblings: list[TrainConfig], backbone: Backbone, room: int | None, locks: contextlib.ExitStack
+) -> list[TrainConfig]:
+    """The siblings this job trains beside its own cell, each locked in `locks`: those that need training and
+    that no other job holds, as many as `room` cells leave (None: all). The rest wait for their own jobs, each
+    of which takes the group's untrained cells in turn."""
+    taken = []
+    for sibling in siblings:
+        if not needs_training(sibling, backbone):
+            continue
+        if room is not None and len(taken) + 1 >= room:
+            log.info(
+                "fused: room for %d %s cells (gpu_mem_mb %d each); the others wait for their own jobs",
+                room,
+                backbone.name,
+                backbone.gpu_mem_mb,
+            )
+            break
+        if locks.enter_context(cell_lock(Path(sibling.out), False)):
+            taken.append(sibling)
+    return taken
+
+
 def needs_training(config: TrainConfig, backbone: Backbone) -> bool:
     """Neither a model nor a final snapshot, or only ones trained to other settings or another network than
     `config` and `backbone` give now: what Snakemake reruns its job for (not the precision: a cell finished on
@@ -80,11 +106,19 @@ def needs_training(config: TrainConfig, backbone: Backbone) -> bool:
     return all(r is not None and {key: r.get(key) for key in now} != now for r in records)
 
 
-def start_cells(configs: list[TrainConfig]) -> list[CellTraining]:
+def room_on(device: torch.device, backbone: Backbone) -> int | None:
+    """How many of `backbone`'s cells one process may train on `device`: on CUDA, as many as the GPU's free
+    memory holds at the backbone table's `gpu_mem_mb` a cell (its own cell at least); elsewhere, where the cells
+    take turns, no limit (None)."""
+    if device.type != "cuda":
+        return None
+    free_bytes, _ = torch.cuda.mem_get_info(device)
+    return max(1, free_bytes // (backbone.gpu_mem_mb * 2**20))
+
+
+def start_cells(configs: list[TrainConfig], workers: int) -> list[CellTraining]:
     """Each cell set up; cells that draw the same batches (a search's schedules in one split) read them from one
-    loader, and each loader has an equal share of the job's workers."""
-    first = configs[0]
-    workers = runtime(first.device, first.threads, first.workers, first.amp).workers
+    loader, and each loader has an equal share of the job's `workers`."""
     share = max(1, workers // len({(c.split, c.fraction) for c in configs})) if workers else 0
     loaders = {}
     return [start_cell(c, share, loaders) for c in configs]
