@@ -19,6 +19,7 @@ from test_workflow import REPO, snakemake
 from oodpose import fused
 from oodpose import train as train_module
 from oodpose.backbones import get_backbone
+from oodpose.errors import InputError
 from oodpose.fused import cell_lock, room_on, sibling_config, train_with_group
 from oodpose.settings import TrainConfig, fusion_group
 from oodpose.study import Cell, SearchCell
@@ -199,6 +200,20 @@ def test_a_job_takes_no_more_cells_than_its_gpu_holds(synthetic_cache, alone, tm
     train_with_group(cell_config(synthetic_cache, GROUP[2]), GROUP[2], STUDY)
     for cell in GROUP:
         assert_same(cell, alone)
+
+
+def test_a_group_that_does_not_fit_its_gpu_says_which_number_to_change(synthetic_cache, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+
+    def out_of_memory(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(train_module, "pose_loss", out_of_memory)
+    with pytest.raises(InputError, match=r"4 mobilenetv2_035 cells at once \(CUDA out of memory.*gpu_mem_mb"):
+        train_with_group(cell_config(synthetic_cache, OWN), OWN, STUDY)
+    monkeypatch.setattr(fused, "room_on", lambda device, backbone: 1)  # alone, the error is the device's own
+    with pytest.raises(torch.OutOfMemoryError):
+        train_with_group(cell_config(synthetic_cache, OWN), OWN, STUDY)
 
 
 NEW_RATE = 0.02  # the group's schedule after an edit of its backbone row (the table's rate is 0.05)

@@ -34,6 +34,7 @@ import torch
 
 from oodpose.backbones import Backbone, get_backbone
 from oodpose.device import runtime
+from oodpose.errors import InputError
 from oodpose.schedule import Schedule
 from oodpose.settings import TrainConfig, fusion_group
 from oodpose.study import Cell, SearchCell
@@ -54,14 +55,28 @@ def train_with_group(config: TrainConfig, cell: Cell, study_config: dict) -> Pat
         taken = take_siblings(siblings, backbone, room_on(rt.device, backbone), locks)
         if taken:
             log.info("fused: training %s with %s", cell.folder, ", ".join(c.out for c in taken))
-        cells = start_cells([config, *taken], rt.workers)
-        train_cells(cells)
+        try:
+            cells = start_cells([config, *taken], rt.workers)
+            train_cells(cells)
+        except torch.OutOfMemoryError as err:
+            if not taken:
+                raise
+            raise InputError(too_many_cells(rt.device, 1 + len(taken), backbone, err)) from err
         for other in cells[1:]:
             if other.error:
                 log.error("%s stopped (%s); its own job will say so", other.out, other.error)
         if cells[0].error:
             raise FloatingPointError(cells[0].error)
         return save_model(cells[0])
+
+
+def too_many_cells(device: torch.device, n: int, backbone: Backbone, err: Exception) -> str:
+    """What to change when a fused job's cells did not fit its GPU: the backbone table's memory a cell."""
+    return (
+        f"{device} ran out of memory training {n} {backbone.name} cells at once ({str(err).splitlines()[0]}); raise "
+        f"{backbone.name}'s gpu_mem_mb ({backbone.gpu_mem_mb} MB a cell) in a copy of the backbone table, so that "
+        "fewer share a GPU, or set training: fuse: false; each cell resumes from any snapshot it wrote"
+    )
 
 
 def sibling_config(config: TrainConfig, cell: Cell) -> TrainConfig:
