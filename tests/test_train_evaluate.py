@@ -4,20 +4,24 @@ import json
 import os
 import shutil
 import signal
+import threading
+import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 
+from oodpose import device
 from oodpose import train as train_module
 from oodpose.backbones import DEFAULT_TABLE, get_backbone
 from oodpose.cli import main
 from oodpose.cuda_graphs import GraphedStep
 from oodpose.data.cache import Cache
 from oodpose.data.dataset import PoseDataset
-from oodpose.device import allocated_cpus, cxx_compiler, loader_workers, runtime
+from oodpose.device import allocated_cpus, claim_one, cxx_compiler, loader_workers, runtime
 from oodpose.download import sha256_of
 from oodpose.errors import InputError
 from oodpose.evaluate import evaluate, keypoint_metrics, predict_frames
@@ -215,6 +219,43 @@ def test_a_gpu_jobs_loader_workers_come_from_its_allocation(monkeypatch, mask, s
     else:
         monkeypatch.setenv("SLURM_CPUS_ON_NODE", slurm)
     assert (allocated_cpus(), loader_workers()) == (cpus, workers)
+
+
+def test_jobs_side_by_side_each_hold_a_gpu_of_their_own(tmp_path):
+    """A lock file per GPU: a job takes the first no other job holds; with every GPU held, it waits for one."""
+    names = ["GPU-a", "GPU-b"]
+    (first, first_lock), (second, _) = claim_one(names, tmp_path), claim_one(names, tmp_path)
+    assert (first, second) == (0, 1)
+    threading.Timer(0.3, first_lock.close).start()  # the first job exits
+    start = time.perf_counter()
+    assert claim_one(names, tmp_path, poll_s=0.05)[0] == 0
+    assert time.perf_counter() - start >= 0.25
+
+
+def test_a_job_on_a_machine_of_several_gpus_runs_on_one_no_other_job_holds(tmp_path, monkeypatch):
+    monkeypatch.setattr(device, "GPU_LOCKS", tmp_path)
+    monkeypatch.setattr(device, "HELD_GPUS", [])
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda i: SimpleNamespace(uuid=f"GPU-{i}"))
+    current = []
+    monkeypatch.setattr(torch.cuda, "set_device", current.append)
+    flags = [(torch.backends.cudnn, "benchmark"), (torch.backends.cudnn, "allow_tf32")]
+    flags.append((torch.backends.cuda.matmul, "allow_tf32"))
+    before = [getattr(*flag) for flag in flags]  # runtime sets them for CUDA
+    device.own_gpu.cache_clear()
+    _, other_job = claim_one(["GPU-0"], tmp_path)
+    try:
+        assert runtime("auto").device == runtime("cuda").device == torch.device("cuda", 1)
+        assert current == [1]  # claimed once, for the process's life
+        assert runtime("cuda:0").device == torch.device("cuda", 0)  # a device asked for by index is taken as is
+    finally:
+        device.own_gpu.cache_clear()
+        for lock in [other_job, *device.HELD_GPUS]:
+            lock.close()
+        for (module, name), value in zip(flags, before):
+            setattr(module, name, value)
 
 
 @pytest.mark.slow  # a minute of inductor compilation

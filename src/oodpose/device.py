@@ -2,24 +2,33 @@
 
 CUDA: mixed precision (bf16 where the GPU supports it, else fp16 with loss scaling), channels_last,
 cudnn.benchmark, pinned memory and loader workers, one per CPU of the job's allocation but the one that
-drives the GPU (at most 8). CPU: channels_last, intra-op threads on `threads` or every allocated CPU,
-fp32, no loader workers unless asked for (they would compete for the same cores), and
-denormal floats flushed to zero, as TensorFlow (DeepLabCut's engine) does: training from scratch
-makes some, and arithmetic on them is so slow on x86 that a MobileNetV2-0.35 iteration took
-154 ms instead of 134 ms (bench/README.md).
+drives the GPU (at most 8); on a machine with several GPUs, a GPU of the process's own (`own_gpu`).
+CPU: channels_last, intra-op threads on `threads` or every allocated CPU, fp32, no loader workers unless
+asked for (they would compete for the same cores), and denormal floats flushed to zero, as TensorFlow
+(DeepLabCut's engine) does: training from scratch makes some, and arithmetic on them is so slow on x86
+that a MobileNetV2-0.35 iteration took 154 ms instead of 134 ms (bench/README.md).
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import functools
+import logging
 import os
+import tempfile
+import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
 from oodpose.errors import InputError
 
+log = logging.getLogger(__name__)
 MAX_LOADER_WORKERS = 8  # a loader ratio of 1.02 on an H200 with 8 (bench/README.md)
+GPU_LOCKS = Path(tempfile.gettempdir()) / f"oodpose-gpus-{os.getuid()}"  # a lock file per GPU, named by its UUID
+HELD_GPUS = []  # this process's GPU lock, open for its life
 
 
 @dataclass(frozen=True)
@@ -65,6 +74,7 @@ def runtime(device: str = "auto", threads: int | None = None, workers: int | Non
     if dev.type == "cuda":
         if not torch.cuda.is_available():
             raise InputError(f"device {device!r} asked for, but no CUDA GPU is visible; use --device cpu")
+        dev = dev if dev.index is not None else own_gpu()
         torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
@@ -74,6 +84,39 @@ def runtime(device: str = "auto", threads: int | None = None, workers: int | Non
     torch.set_num_threads(threads or allocated_cpus())
     torch.set_flush_denormal(True)
     return Runtime(dev, None, workers or 0, pin_memory=False)
+
+
+@functools.cache
+def own_gpu() -> torch.device:
+    """The GPU this process runs on: the only one it sees (a SLURM job's), else the first that no other oodpose
+    process of this user holds, held until this one exits, so that jobs run side by side on one machine (Snakemake's
+    `--resources gpu=N`) each get a GPU of their own; while every GPU is held, it waits for one."""
+    count = torch.cuda.device_count()
+    if count == 1:
+        return torch.device("cuda")
+    names = [str(torch.cuda.get_device_properties(i).uuid) for i in range(count)]
+    index, lock = claim_one(names, GPU_LOCKS)
+    HELD_GPUS.append(lock)  # the kernel releases the lock when the process exits
+    torch.cuda.set_device(index)  # streams, graphs and autocast checks without a device use this one
+    return torch.device("cuda", index)
+
+
+def claim_one(names: list[str], folder: Path, poll_s: float = 2.0):
+    """(index, open lock file) of the first of `names` whose lock file in `folder` no other holder has locked."""
+    folder.mkdir(parents=True, exist_ok=True)
+    waiting = False
+    while True:
+        for index, name in enumerate(names):
+            lock = open(folder / f"{name}.lock", "a")
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return index, lock
+            except BlockingIOError:
+                lock.close()
+        if not waiting:
+            log.info("every GPU (%d) is held by another oodpose job; waiting for one (locks in %s)", len(names), folder)
+            waiting = True
+        time.sleep(poll_s)
 
 
 def cxx_compiler() -> str:
