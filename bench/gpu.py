@@ -283,6 +283,7 @@ def fused_steps_per_s(
     over `rounds` = (warm-up, measured) rounds of every cell's iteration, timed between two device waits, and
     the memory it held then (`memory_held`). The warm-up captures each cell's graphs for most canvas sizes;
     no snapshot falls in the measured rounds."""
+    from oodpose.device import runtime
     from oodpose.fused import start_cells
     from oodpose.settings import TrainConfig
     from oodpose.train import StopRequest, train_round
@@ -295,7 +296,8 @@ def fused_steps_per_s(
         [
             TrainConfig(str(cache_path), str(root / f"split{s}_frac{f}"), backbone, "scratch", s, f, **options)
             for s, f in FUSED_CELLS[:k]
-        ]
+        ],
+        runtime(device, workers=workers).workers,  # as `oodpose.fused.train_with_group` resolves them
     )
     wait = torch.cuda.synchronize if device == "cuda" else lambda: None
 
