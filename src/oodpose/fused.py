@@ -15,11 +15,11 @@ settings (a changed schedule reruns every cell of a backbone: they retrain toget
 another). On a GPU it takes no more cells than the GPU's free memory holds at the backbone table's
 `gpu_mem_mb` a cell; the group's other cells wait for their own jobs, which fuse in turn. A lock per
 cell folder (flock, released by the kernel when a job dies) keeps two jobs off one cell, and a job
-whose cell another is training waits for it. A job writes only its own cell's
-``model.pt``; the other cells' jobs then find their final snapshots and write theirs in seconds. So
-each cell stays its own Snakemake job (rerun alone, retrained when its params change, resumed after
-pre-emption), and a cell that diverges stops alone: the job goes on with the others, and that cell's
-own job fails with the reason.
+whose cell another is training waits for it. A job writes only its own cell's ``model.pt``; the other
+cells' jobs then find their final snapshots and write theirs in seconds. So each cell stays its own
+Snakemake job (rerun alone, retrained when its params change, resumed after pre-emption), and a cell
+that diverges stops alone: the job goes on with the others, and that cell's own job fails with the
+reason.
 """
 
 from __future__ import annotations
