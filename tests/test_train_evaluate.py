@@ -221,6 +221,15 @@ def test_a_gpu_jobs_loader_workers_come_from_its_allocation(monkeypatch, mask, s
     assert (allocated_cpus(), loader_workers()) == (cpus, workers)
 
 
+@pytest.mark.parametrize("cpus, gpus, workers", [(16, 2, 7), (8, 4, 1), (64, 4, 8), (2, 4, 0)])
+def test_jobs_side_by_side_on_a_machine_of_several_gpus_share_its_cpus(monkeypatch, cpus, gpus, workers):
+    """4 jobs on a machine of 4 GPUs and 16 CPUs started 8 loader workers each (32 processes on 16 CPUs);
+    each now starts its GPU's share: 16 / 4 CPUs but the one that drives its GPU."""
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cpus)))
+    monkeypatch.delenv("SLURM_CPUS_ON_NODE", raising=False)
+    assert loader_workers(gpus) == workers
+
+
 def test_jobs_side_by_side_each_hold_a_gpu_of_their_own(tmp_path):
     """A lock file per GPU: a job takes the first no other job holds; with every GPU held, it waits for one."""
     names = ["GPU-a", "GPU-b"]
@@ -241,6 +250,8 @@ def test_a_job_on_a_machine_of_several_gpus_runs_on_one_no_other_job_holds(tmp_p
     monkeypatch.setattr(torch.cuda, "get_device_properties", lambda i: SimpleNamespace(uuid=f"GPU-{i}"))
     current = []
     monkeypatch.setattr(torch.cuda, "set_device", current.append)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(6)))
+    monkeypatch.delenv("SLURM_CPUS_ON_NODE", raising=False)
     flags = [(torch.backends.cudnn, "benchmark"), (torch.backends.cudnn, "allow_tf32")]
     flags.append((torch.backends.cuda.matmul, "allow_tf32"))
     before = [getattr(*flag) for flag in flags]  # runtime sets them for CUDA
@@ -249,6 +260,7 @@ def test_a_job_on_a_machine_of_several_gpus_runs_on_one_no_other_job_holds(tmp_p
     try:
         assert runtime("auto").device == runtime("cuda").device == torch.device("cuda", 1)
         assert current == [1]  # claimed once, for the process's life
+        assert runtime("auto").workers == 2  # half of the 6 CPUs, but the one that drives the GPU
         assert runtime("cuda:0").device == torch.device("cuda", 0)  # a device asked for by index is taken as is
     finally:
         device.own_gpu.cache_clear()
