@@ -29,6 +29,7 @@ Durations on an H100: graphs 9 minutes (each process autotunes cuDNN for its net
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import subprocess
 import sys
@@ -309,6 +310,8 @@ def fused_steps_per_s(
         wait()
 
     if device == "cuda":
+        gc.collect()  # the previous setting's cells and graphs: their memory is not this setting's
+        torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
     run(warmup)
     start = time.perf_counter()
@@ -317,8 +320,9 @@ def fused_steps_per_s(
 
 
 def memory_held(device: str) -> dict:
-    """GiB held: the resident memory of this process and its loader workers, and on CUDA the peak of the
-    GPU memory its tensors took since the last reset (what a fused job's `mem_mb` and GPU must hold)."""
+    """GiB held: the resident memory of this process and its loader workers, and on CUDA the peaks, since the
+    last reset, of the GPU memory its tensors took and of what the caching allocator reserved for them (what a
+    fused job's `mem_mb` and GPU must hold)."""
     import psutil
 
     process = psutil.Process()
@@ -326,6 +330,7 @@ def memory_held(device: str) -> dict:
     held = {"host_rss_gib": rss / 2**30}
     if device == "cuda":
         held["gpu_peak_gib"] = torch.cuda.max_memory_allocated() / 2**30
+        held["gpu_reserved_peak_gib"] = torch.cuda.max_memory_reserved() / 2**30
     return held
 
 

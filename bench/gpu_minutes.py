@@ -14,18 +14,28 @@ EfficientNet-Lite0 cell, graphed, whose wall time also holds what the loop's med
 - the mode a job runs by default: graphed if every `match` child's graphed-vs-eager loss difference is
   within its eager-vs-eager noise or 1e-3 relative, else eager.
 
-    python bench/gpu_minutes.py REPORT [--table T] [--cpus-per-gpu 8] [--write]
+With `--fused FUSED`, the report of `gpu_check.py --only fused`, also:
+- each probe's GPU memory a cell: the most GPU memory any of its fused settings reserved (CUDA's caching
+  allocator's peak) per cell, so K = 1 counts the job's fixed share whole; any other row's scaled as its
+  minutes are. A fused job takes as many cells as its GPU's free memory holds at this figure
+  (`oodpose.fused.room_on`);
+- the paper study's GPU-hours fused: each row's eager real-loop minutes divided by its family probe's best
+  fused gain over one eager cell (fused training's target: <= 1/10 of the eager real loop).
+
+    python bench/gpu_minutes.py REPORT [--fused FUSED] [--table T] [--cpus-per-gpu 8] [--write]
 
 REPORT is the check's report.json. Prints JSON: the match verdict, the overhead, each probe's and row's
 minutes eager and graphed, and the paper study's training GPU-hours by the table, the eager real loop and the
-graphed real loop (the GPU issue's target: graphed <= 1/4 of eager). `--write` rewrites the table's
-`gpu_minutes_per_1k_iter` column, in the default mode's minutes, and nothing else of the file.
+graphed real loop (the GPU issue's target: graphed <= 1/4 of eager); with `--fused`, each row's GPU memory and
+the fused GPU-hours. `--write` rewrites the table's `gpu_minutes_per_1k_iter` column, in the default mode's
+minutes, with `--fused` its `gpu_mem_mb` column too, and nothing else of the file.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 from pathlib import Path
 
 from common import FAMILY_PROBES, study_gpu_hours
@@ -36,8 +46,9 @@ from oodpose.backbones import DEFAULT_TABLE, GENERIC_FAMILY, load_backbones
 MODES = ("eager", "graphed")
 CELL_BACKBONE = "efficientnet_lite0"  # gpu_check's full-length cell
 MATCH_TOLERANCE = 1e-3  # relative: graphed vs eager losses may differ by this, or by eager's own noise
-COLUMN = "gpu_minutes_per_1k_iter"
+MINUTES, MEMORY = "gpu_minutes_per_1k_iter", "gpu_mem_mb"
 LOADER_RATIO = 1.10  # the real graphed loop / the bare graphed step, at most, for the loader to keep up
+FAMILY_OF_ROWS = FAMILY_PROBES | {GENERIC_FAMILY: FAMILY_PROBES["resnet"]}  # the probe each family's rows scale by
 
 
 def graphs_match(children: dict) -> dict[str, dict]:
@@ -66,38 +77,70 @@ def probe_minutes(loop: dict, overhead: float, most_workers: int) -> dict:
     return probe
 
 
-def row_minutes(table: dict, probes: dict, cell_minutes: float) -> dict[str, dict]:
-    """Every row's minutes per mode: measured for a probe (and Lite0 graphed), else scaled from its family's probe."""
-    by_family = FAMILY_PROBES | {GENERIC_FAMILY: FAMILY_PROBES["resnet"]}
-    floor = probes[FAMILY_PROBES["mobilenetv2"]]
+def scaled_rows(table: dict, column: str, measured: dict[str, float]) -> dict[str, float]:
+    """Every row's `column`: a probe's measured, any other row's scaled by its family probe's measured / table
+    ratio (the generic timm rows by ResNet-50's, never below MobileNetV2-0.35's measured figure)."""
+    floor = measured[FAMILY_PROBES["mobilenetv2"]]
     rows = {}
     for name, row in table.items():
-        probe = by_family[row.family]
-        ratio = {mode: probes[probe][mode] / table[probe].gpu_minutes_per_1k_iter for mode in MODES}
-        minutes = {mode: row.gpu_minutes_per_1k_iter * ratio[mode] for mode in MODES}
-        if row.family == GENERIC_FAMILY:
-            minutes = {mode: max(minutes[mode], floor[mode]) for mode in MODES}
-        if name == CELL_BACKBONE:
-            minutes["graphed"] = cell_minutes
-        rows[name] = {"table": row.gpu_minutes_per_1k_iter, **minutes}
+        probe = FAMILY_OF_ROWS[row.family]
+        value = getattr(row, column) * measured[probe] / getattr(table[probe], column)
+        rows[name] = max(value, floor) if row.family == GENERIC_FAMILY else value
     return rows
 
 
-def write_column(path: Path, minutes: dict[str, float]) -> None:
-    """Rewrite one column of the tab-separated table in place, every other byte as it was."""
+def row_minutes(table: dict, probes: dict, cell_minutes: float) -> dict[str, dict]:
+    """Every row's minutes per mode: measured for a probe (and Lite0 graphed), else scaled from its family's probe."""
+    rows = {name: {"table": row.gpu_minutes_per_1k_iter} for name, row in table.items()}
+    for mode in MODES:
+        for name, minutes in scaled_rows(table, MINUTES, {p: v[mode] for p, v in probes.items()}).items():
+            rows[name][mode] = minutes
+    if CELL_BACKBONE in rows:
+        rows[CELL_BACKBONE]["graphed"] = cell_minutes
+    return rows
+
+
+def fused_results(report_path: Path) -> dict[str, dict]:
+    """Each probe's fused measurements from a `gpu_check.py --only fused` report."""
+    children = json.loads(report_path.read_text())["children"]
+    missing = [f"fused-{p}" for p in FAMILY_PROBES.values() if "result" not in children.get(f"fused-{p}", {})]
+    if missing:
+        raise SystemExit(f"{report_path}: no result for {', '.join(missing)}; run gpu_check.py --only fused")
+    return {p: children[f"fused-{p}"]["result"] for p in FAMILY_PROBES.values()}
+
+
+def cell_memory_mb(fused: dict) -> float:
+    """A probe's GPU memory a cell: the most that any of its settings (`eager_1`, `fused_<K>`) reserved per cell."""
+    held = fused["memory"]
+    return max(v["gpu_reserved_peak_gib"] * 1024 / int(setting.split("_")[1]) for setting, v in held.items())
+
+
+def fused_hours(rows: dict[str, dict], table: dict, fused: dict[str, dict]) -> dict:
+    """The paper study's GPU-hours with each row's cells fused: its eager real-loop minutes divided by its family
+    probe's best fused gain over one eager cell."""
+    gain = {name: fused[FAMILY_OF_ROWS[row.family]]["best_gain"] for name, row in table.items()}
+    eager = study_gpu_hours({n: r["eager"] for n, r in rows.items()})
+    hours = study_gpu_hours({n: r["eager"] / gain[n] for n, r in rows.items()})
+    return {"fused_real_loop": hours, "fused_to_eager": hours / eager, "fused_target": 0.1}
+
+
+def write_columns(path: Path, columns: dict[str, dict[str, str]]) -> None:
+    """Rewrite the named columns' values (column -> row name -> text) of the tab-separated table in place, every
+    other byte as it was."""
     lines = path.read_text().splitlines(keepends=True)
     header = lines[0].rstrip("\n").split("\t")
-    name, column = header.index("name"), header.index(COLUMN)
+    name = header.index("name")
     for i, line in enumerate(lines[1:], start=1):
         fields = line.rstrip("\n").split("\t")
-        if fields[name] in minutes:
-            fields[column] = f"{minutes[fields[name]]:.3g}"
-            lines[i] = "\t".join(fields) + "\n"
+        for column, values in columns.items():
+            if fields[name] in values:
+                fields[header.index(column)] = values[fields[name]]
+        lines[i] = "\t".join(fields) + "\n"
     with atomic_file(path) as tmp:
         Path(tmp).write_text("".join(lines))
 
 
-def main(report_path: Path, table_path: Path, cpus_per_gpu: int, write: bool) -> dict:
+def main(report_path: Path, table_path: Path, cpus_per_gpu: int, write: bool, fused_path: Path | None = None) -> dict:
     report = json.loads(report_path.read_text())
     children = report["children"]
     needed = ["cell", *(f"loop-{p}" for p in FAMILY_PROBES.values())]
@@ -115,9 +158,9 @@ def main(report_path: Path, table_path: Path, cpus_per_gpu: int, write: bool) ->
     mode = "graphed" if match and all(v["within"] for v in match.values()) else "eager"
     hours = {"table": study_gpu_hours({n: r["table"] for n, r in rows.items()})}
     hours |= {f"{m}_real_loop": study_gpu_hours({n: r[m] for n, r in rows.items()}) for m in MODES}
-    if write:
-        write_column(table_path, {n: r[mode] for n, r in rows.items()})
-    return {
+    hours |= {"graphed_to_eager": hours["graphed_real_loop"] / hours["eager_real_loop"], "target": 0.25}
+    columns = {MINUTES: {n: f"{r[mode]:.3g}" for n, r in rows.items()}}
+    result = {
         "benchmark": "gpu_minutes",
         "report": str(report_path),
         "measured_on": {"machine": report.get("machine"), "device": report.get("device")},
@@ -127,17 +170,26 @@ def main(report_path: Path, table_path: Path, cpus_per_gpu: int, write: bool) ->
         "overhead": overhead,
         "probes": probes,
         "minutes_per_1k_iter": rows,
-        "paper_study_gpu_hours": hours
-        | {"graphed_to_eager": hours["graphed_real_loop"] / hours["eager_real_loop"], "target": 0.25},
-        "written": str(table_path) if write else None,
+        "paper_study_gpu_hours": hours,
     }
+    if fused_path is not None:
+        fused = fused_results(fused_path)
+        memory = scaled_rows(table, MEMORY, {p: cell_memory_mb(f) for p, f in fused.items()})
+        columns[MEMORY] = {n: str(math.ceil(mb / 100) * 100) for n, mb in memory.items()}  # whole 100 MB, up
+        result["fused_report"] = str(fused_path)
+        result["gpu_mem_mb"] = {n: {"table": table[n].gpu_mem_mb, "fused_run": mb} for n, mb in memory.items()}
+        hours |= fused_hours(rows, table, fused)
+    if write:
+        write_columns(table_path, columns)
+    return result | {"written": str(table_path) if write else None}
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("report", type=Path)
+    parser.add_argument("--fused", type=Path, help="gpu_check.py --only fused's report.json: GPU memory a cell")
     parser.add_argument("--table", type=Path, default=DEFAULT_TABLE)
     parser.add_argument("--cpus-per-gpu", type=int, default=8)
     parser.add_argument("--write", action="store_true")
     args = parser.parse_args()
-    print(json.dumps(main(args.report, args.table, args.cpus_per_gpu, args.write), indent=2))
+    print(json.dumps(main(args.report, args.table, args.cpus_per_gpu, args.write, args.fused), indent=2))

@@ -272,3 +272,46 @@ def test_gpu_minutes_come_from_the_real_loop_and_scale_the_unmeasured_rows(tmp_p
     unchanged = [line.split("\t")[:12] for line in DEFAULT_TABLE.read_text().splitlines()]
     assert [line.split("\t")[:12] for line in table.read_text().splitlines()] == unchanged  # only that column
     assert all(after[n].gpu_minutes_per_1k_iter != before[n].gpu_minutes_per_1k_iter for n in rows)
+
+
+def fused_result(gain: float, reserved_gib: dict[str, float]) -> dict:
+    """A gpu_check fused child's result: its best gain and the GPU memory each setting reserved."""
+    return {"best_gain": gain, "memory": {k: {"gpu_reserved_peak_gib": v} for k, v in reserved_gib.items()}}
+
+
+def test_gpu_memory_a_cell_comes_from_the_fused_run_and_scales_the_unmeasured_rows(tmp_path):
+    """The table's `gpu_mem_mb`, which decides how many cells a fused job takes, was never measured: a fused run's
+    reserved GPU memory a cell replaces it, and the fused GPU-hours divide each family's eager real loop."""
+    sys.path.insert(0, str(BENCH))
+    from common import study_gpu_hours
+
+    from oodpose.backbones import DEFAULT_TABLE, load_backbones
+
+    (tmp_path / "report.json").write_text(json.dumps(check_report(5e-4)))
+    fused = {
+        "fused-mobilenetv2_035": fused_result(4.0, {"eager_1": 1.0, "fused_1": 1.2, "fused_2": 2.0, "fused_12": 9}),
+        "fused-resnet50": fused_result(2.0, {"eager_1": 2.5, "fused_1": 3.0, "fused_12": 48.0}),
+        "fused-efficientnet_b3": fused_result(3.0, {"fused_1": 2.5, "fused_2": 6.0, "fused_12": 30.0}),
+    }
+    (tmp_path / "fused.json").write_text(json.dumps({"children": {k: {"result": v} for k, v in fused.items()}}))
+    table = tmp_path / "backbones.tsv"
+    table.write_text(DEFAULT_TABLE.read_text())
+    command = [sys.executable, str(BENCH / "gpu_minutes.py"), str(tmp_path / "report.json"), "--table", str(table)]
+    result = subprocess.run(
+        [*command, "--fused", str(tmp_path / "fused.json"), "--write"], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout)
+    memory = {name: row.gpu_mem_mb for name, row in load_backbones(table).items()}
+    assert memory["mobilenetv2_035"] == memory["mobilenetv2_050"] == 1300  # 1.2 GiB, K = 1's; both 3000 in the table
+    assert (memory["resnet50"], memory["resnet101"]) == (4100, 5500)  # 48 GiB / 12; 8000 x 4096 / 6000
+    assert (memory["efficientnet_b3"], memory["efficientnet_b6"]) == (3100, 7700)  # 6 GiB / 2; 20000 x 3072 / 8000
+    assert memory["convnext_atto"] == 2100  # scaled by ResNet-50's: 3000 x 4096 / 6000
+    unchanged = [line.split("\t")[:11] + line.split("\t")[13:] for line in DEFAULT_TABLE.read_text().splitlines()]
+    assert [line.split("\t")[:11] + line.split("\t")[13:] for line in table.read_text().splitlines()] == unchanged
+    rows, hours = report["minutes_per_1k_iter"], report["paper_study_gpu_hours"]
+    gains = {"mobilenetv2": 4.0, "resnet": 2.0, "efficientnet": 3.0}
+    gain = {n: next((g for f, g in gains.items() if n.startswith(f)), gains["resnet"]) for n in rows}  # timm: ResNet's
+    by_gain = {n: r["eager"] / gain[n] for n, r in rows.items()}
+    assert hours["fused_real_loop"] == pytest.approx(study_gpu_hours(by_gain))
+    assert 1 / 4 < hours["fused_to_eager"] < 1 / 2
