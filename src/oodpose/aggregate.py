@@ -18,7 +18,7 @@ from oodpose.atomic import atomic_file
 from oodpose.backbones import METADATA
 from oodpose.divergence import cell_divergence
 from oodpose.errors import InputError
-from oodpose.study import CELL
+from oodpose.study import CELL, cell_label
 
 
 def with_backbones(metrics: pd.DataFrame, metadata: list[dict]) -> pd.DataFrame:
@@ -62,7 +62,7 @@ def read_corrupted(paths: list[str | Path], metrics: pd.DataFrame, metadata: lis
     unscored = cells.merge(corrupted[list(CELL)].drop_duplicates(), how="left", indicator=True)
     unscored = unscored[unscored.pop("_merge") == "left_only"]
     if len(unscored):
-        names = [f"{c.backbone} {c.init} split {c.split} {c.fraction}%" for c in unscored.itertuples()]
+        names = [cell_label(row) for row in unscored.to_dict("records")]
         raise InputError(
             f"cells with metrics but no Horse-C scores (metrics_corrupted.csv): {', '.join(names)}; score them "
             "on the same corrupted sets (evaluate-corrupted), or leave them out"

@@ -20,7 +20,15 @@ from oodpose.logs import FORMAT
 from oodpose.settings import TEST_SCALE, TrainConfig
 from oodpose.settings import DatasetSettings as Dataset
 from oodpose.settings import SyntheticSettings as Synthetic
-from oodpose.study import AUGMENTATIONS, BATCHNORM_STATISTICS, CORRUPTIONS, INITS, NORMALISATIONS, SEVERITIES
+from oodpose.study import (
+    AUGMENTATIONS,
+    BATCHNORM_STATISTICS,
+    CORRUPTIONS,
+    INITS,
+    NORMALISATIONS,
+    SEVERITIES,
+    cell_label,
+)
 
 SCHEMA = yaml.safe_load((importlib.resources.files("oodpose") / "config.schema.yaml").read_text())
 
@@ -278,7 +286,7 @@ def select_cell_schedules(options: dict) -> None:
         )
         for r in records
     ]
-    each_once(folders, [f"{c.backbone} {c.init} {c.schedule} split {c.split} {c.fraction}%" for c in cells])
+    each_once(folders, [cell_label(c.as_dict()) for c in cells])
     table = options.get("backbones_table", DEFAULT_TABLE)
     schedules = {(c.backbone, c.init): cell_schedule(get_backbone(c.backbone, table), c.init) for c in cells}
     select_schedules([folder / "metrics.csv" for folder in folders], cells, schedules, cache, held, options["out"])
@@ -315,7 +323,7 @@ def study_settings(cells: list[str]) -> list[dict]:
     from oodpose.evaluate import read_settings
 
     records = [read_settings(Path(cell) / "settings.json") for cell in cells]
-    each_once(cells, [f"{s['backbone']} {s['init']} split {s['split']} {s['fraction']}%" for s in records])
+    each_once(cells, [cell_label(s) for s in records])
     for folder, s in zip(cells, records):
         if s.get("cache_fingerprint") != records[0].get("cache_fingerprint"):
             raise InputError(

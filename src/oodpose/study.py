@@ -51,6 +51,13 @@ SEVERITIES = (1, 2, 3, 4, 5)  # of each corruption (oodpose.corruptions)
 DATASET_NAME = "[A-Za-z0-9_-]+"  # a dataset's name is a path component and a Snakemake wildcard
 
 
+def cell_label(values) -> str:
+    """How a message names a cell, from a mapping with its CELL keys but the dataset (and a search cell's schedule):
+    a Cell's `as_dict`, a metrics row, a cell's settings.json."""
+    schedule = f" {values['schedule']}" if values.get("schedule") else ""
+    return f"{values['backbone']} {values['init']}{schedule} split {values['split']} {values['fraction']}%"
+
+
 @dataclass(frozen=True, order=True)
 class Cell:
     """One cell of a study; the same value names its training job, its folder and its rows in every table."""
