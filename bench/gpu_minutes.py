@@ -106,7 +106,10 @@ def fused_results(report_path: Path) -> dict[str, dict]:
     missing = [f"fused-{p}" for p in FAMILY_PROBES.values() if "result" not in children.get(f"fused-{p}", {})]
     if missing:
         raise SystemExit(f"{report_path}: no result for {', '.join(missing)}; run gpu_check.py --only fused")
-    return {p: children[f"fused-{p}"]["result"] for p in FAMILY_PROBES.values()}
+    results = {p: children[f"fused-{p}"]["result"] for p in FAMILY_PROBES.values()}
+    if any("gpu_reserved_peak_gib" not in v for r in results.values() for v in r["memory"].values()):
+        raise SystemExit(f"{report_path}: its fused runs recorded no GPU memory (a CPU dry run?); give a GPU run's")
+    return results
 
 
 def cell_memory_mb(fused: dict) -> float:

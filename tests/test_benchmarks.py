@@ -315,3 +315,7 @@ def test_gpu_memory_a_cell_comes_from_the_fused_run_and_scales_the_unmeasured_ro
     by_gain = {n: r["eager"] / gain[n] for n, r in rows.items()}
     assert hours["fused_real_loop"] == pytest.approx(study_gpu_hours(by_gain))
     assert 1 / 4 < hours["fused_to_eager"] < 1 / 2
+    cpu_run = {k: {"result": v | {"memory": {"fused_1": {"host_rss_gib": 1.0}}}} for k, v in fused.items()}
+    (tmp_path / "fused.json").write_text(json.dumps({"children": cpu_run}))
+    result = subprocess.run([*command, "--fused", str(tmp_path / "fused.json")], capture_output=True, text=True)
+    assert result.returncode == 1 and "fused.json: its fused runs recorded no GPU memory" in result.stderr
