@@ -20,15 +20,17 @@ With `--fused FUSED`, the report of `gpu_check.py --only fused`, also:
   minutes are. A fused job takes as many cells as its GPU's free memory holds at this figure
   (`oodpose.fused.room_on`);
 - the paper study's GPU-hours fused: each row's eager real-loop minutes divided by its family probe's best
-  fused gain over one eager cell (fused training's target: <= 1/10 of the eager real loop).
+  fused gain over one eager cell (fused training's target: <= 1/10 of the eager real loop);
+- whether the loader keeps K fused cells fed: for each probe and K that the `engines` part also measured, its
+  bare graphed streams' steps/s (fixed canvas) / the fused real loop's, within 1.10.
 
     python bench/gpu_minutes.py REPORT [--fused FUSED] [--table T] [--cpus-per-gpu 8] [--write]
 
 REPORT is the check's report.json. Prints JSON: the match verdict, the overhead, each probe's and row's
 minutes eager and graphed, and the paper study's training GPU-hours by the table, the eager real loop and the
-graphed real loop (the GPU issue's target: graphed <= 1/4 of eager); with `--fused`, each row's GPU memory and
-the fused GPU-hours. `--write` rewrites the table's `gpu_minutes_per_1k_iter` column, in the default mode's
-minutes, with `--fused` its `gpu_mem_mb` column too, and nothing else of the file.
+graphed real loop (the GPU issue's target: graphed <= 1/4 of eager); with `--fused`, each row's GPU memory,
+the fused loop's ratios and the fused GPU-hours. `--write` rewrites the table's `gpu_minutes_per_1k_iter`
+column, in the default mode's minutes, with `--fused` its `gpu_mem_mb` column too, and nothing else of the file.
 """
 
 from __future__ import annotations
@@ -100,16 +102,49 @@ def row_minutes(table: dict, probes: dict, cell_minutes: float) -> dict[str, dic
     return rows
 
 
-def fused_results(report_path: Path) -> dict[str, dict]:
-    """Each probe's fused measurements from a `gpu_check.py --only fused` report."""
+def fused_children(report_path: Path) -> dict[str, dict]:
+    """The children of a `gpu_check.py --only fused` report, refused unless every probe's fused run recorded GPU
+    memory."""
     children = json.loads(report_path.read_text())["children"]
     missing = [f"fused-{p}" for p in FAMILY_PROBES.values() if "result" not in children.get(f"fused-{p}", {})]
     if missing:
         raise SystemExit(f"{report_path}: no result for {', '.join(missing)}; run gpu_check.py --only fused")
-    results = {p: children[f"fused-{p}"]["result"] for p in FAMILY_PROBES.values()}
-    if any("gpu_reserved_peak_gib" not in v for r in results.values() for v in r["memory"].values()):
+    held = [v for p in FAMILY_PROBES.values() for v in children[f"fused-{p}"]["result"]["memory"].values()]
+    if any("gpu_reserved_peak_gib" not in v for v in held):
         raise SystemExit(f"{report_path}: its fused runs recorded no GPU memory (a CPU dry run?); give a GPU run's")
-    return results
+    return children
+
+
+def fused_figures(report_path: Path, table: dict, rows: dict[str, dict]) -> dict:
+    """What the fused command's report adds: each row's GPU memory a cell, the fused loop's ratio to bare graphed
+    streams, and the paper study's fused GPU-hours (`hours`)."""
+    children = fused_children(report_path)
+    fused = {p: children[f"fused-{p}"]["result"] for p in FAMILY_PROBES.values()}
+    memory = scaled_rows(table, MEMORY, {p: cell_memory_mb(f) for p, f in fused.items()})
+    return {
+        "fused_report": str(report_path),
+        "gpu_mem_mb": {n: {"table": table[n].gpu_mem_mb, "fused_run": mb} for n, mb in memory.items()},
+        "fused_loop_ratio": fused_loop_ratios(children),
+        "hours": fused_hours(rows, table, fused),
+    }
+
+
+def fused_loop_ratios(children: dict) -> dict[str, dict]:
+    """For each probe and K that both the `engines` and the `fused` part measured: the bare graphed streams' steps/s
+    (fixed canvas) / the fused real loop's, and whether the loop, its cells' loaders sharing the job's workers,
+    keeps K cells fed (within `LOADER_RATIO`)."""
+    ratios = {}
+    for name, child in children.items():
+        if not name.startswith("engines-"):
+            continue
+        probe = name.removeprefix("engines-")
+        loop = children.get(f"fused-{probe}", {}).get("result", {})
+        for key, bare in child.get("result", {}).items():
+            k = key.removeprefix("streams_")
+            if key.startswith("streams_") and f"fused_{k}" in loop:
+                ratio = bare / loop[f"fused_{k}"]
+                ratios.setdefault(probe, {})[k] = {"ratio": ratio, "keeps_up": ratio <= LOADER_RATIO}
+    return ratios
 
 
 def cell_memory_mb(fused: dict) -> float:
@@ -176,12 +211,11 @@ def main(report_path: Path, table_path: Path, cpus_per_gpu: int, write: bool, fu
         "paper_study_gpu_hours": hours,
     }
     if fused_path is not None:
-        fused = fused_results(fused_path)
-        memory = scaled_rows(table, MEMORY, {p: cell_memory_mb(f) for p, f in fused.items()})
-        columns[MEMORY] = {n: str(math.ceil(mb / 100) * 100) for n, mb in memory.items()}  # whole 100 MB, up
-        result["fused_report"] = str(fused_path)
-        result["gpu_mem_mb"] = {n: {"table": table[n].gpu_mem_mb, "fused_run": mb} for n, mb in memory.items()}
-        hours |= fused_hours(rows, table, fused)
+        figures = fused_figures(fused_path, table, rows)
+        hours |= figures.pop("hours")
+        memory = figures["gpu_mem_mb"]
+        columns[MEMORY] = {n: str(math.ceil(m["fused_run"] / 100) * 100) for n, m in memory.items()}  # 100 MB, up
+        result |= figures
     if write:
         write_columns(table_path, columns)
     return result | {"written": str(table_path) if write else None}

@@ -274,14 +274,18 @@ def test_gpu_minutes_come_from_the_real_loop_and_scale_the_unmeasured_rows(tmp_p
     assert all(after[n].gpu_minutes_per_1k_iter != before[n].gpu_minutes_per_1k_iter for n in rows)
 
 
-def fused_result(gain: float, reserved_gib: dict[str, float]) -> dict:
-    """A gpu_check fused child's result: its best gain and the GPU memory each setting reserved."""
-    return {"best_gain": gain, "memory": {k: {"gpu_reserved_peak_gib": v} for k, v in reserved_gib.items()}}
+def fused_result(gain: float, reserved_gib: dict[str, float], **steps_per_s) -> dict:
+    """A gpu_check fused child's result: its best gain, steps/s per setting and the GPU memory each reserved."""
+    return {
+        "best_gain": gain,
+        "memory": {k: {"gpu_reserved_peak_gib": v} for k, v in reserved_gib.items()},
+    } | steps_per_s
 
 
 def test_gpu_memory_a_cell_comes_from_the_fused_run_and_scales_the_unmeasured_rows(tmp_path):
     """The table's `gpu_mem_mb`, which decides how many cells a fused job takes, was never measured: a fused run's
-    reserved GPU memory a cell replaces it, and the fused GPU-hours divide each family's eager real loop."""
+    reserved GPU memory a cell replaces it; the fused GPU-hours divide each family's eager real loop; and where the
+    engines part measured bare streams at a K, their ratio to the fused real loop says whether the loader keeps up."""
     sys.path.insert(0, str(BENCH))
     from common import study_gpu_hours
 
@@ -290,10 +294,14 @@ def test_gpu_memory_a_cell_comes_from_the_fused_run_and_scales_the_unmeasured_ro
     (tmp_path / "report.json").write_text(json.dumps(check_report(5e-4)))
     fused = {
         "fused-mobilenetv2_035": fused_result(4.0, {"eager_1": 1.0, "fused_1": 1.2, "fused_2": 2.0, "fused_12": 9}),
-        "fused-resnet50": fused_result(2.0, {"eager_1": 2.5, "fused_1": 3.0, "fused_12": 48.0}),
+        "fused-resnet50": fused_result(
+            2.0, {"eager_1": 2.5, "fused_1": 3.0, "fused_12": 48.0}, fused_6=290, fused_12=200
+        ),
         "fused-efficientnet_b3": fused_result(3.0, {"fused_1": 2.5, "fused_2": 6.0, "fused_12": 30.0}),
+        "engines-resnet50": {"result": {"streams_6": 300.0, "vmap_6": 250.0, "streams_12": 330.0}},
     }
-    (tmp_path / "fused.json").write_text(json.dumps({"children": {k: {"result": v} for k, v in fused.items()}}))
+    children = {k: v if k.startswith("engines-") else {"result": v} for k, v in fused.items()}
+    (tmp_path / "fused.json").write_text(json.dumps({"children": children}))
     table = tmp_path / "backbones.tsv"
     table.write_text(DEFAULT_TABLE.read_text())
     command = [sys.executable, str(BENCH / "gpu_minutes.py"), str(tmp_path / "report.json"), "--table", str(table)]
@@ -315,7 +323,15 @@ def test_gpu_memory_a_cell_comes_from_the_fused_run_and_scales_the_unmeasured_ro
     by_gain = {n: r["eager"] / gain[n] for n, r in rows.items()}
     assert hours["fused_real_loop"] == pytest.approx(study_gpu_hours(by_gain))
     assert 1 / 4 < hours["fused_to_eager"] < 1 / 2
-    cpu_run = {k: {"result": v | {"memory": {"fused_1": {"host_rss_gib": 1.0}}}} for k, v in fused.items()}
+    assert report["fused_loop_ratio"] == {  # bare streams / the real loop, where both parts ran that K
+        "resnet50": {
+            "6": {"ratio": pytest.approx(300 / 290), "keeps_up": True},
+            "12": {"ratio": pytest.approx(1.65), "keeps_up": False},
+        }
+    }
+    cpu_run = {
+        k: {"result": v | {"memory": {"fused_1": {"host_rss_gib": 1.0}}}} for k, v in fused.items() if "fused" in k
+    }
     (tmp_path / "fused.json").write_text(json.dumps({"children": cpu_run}))
     result = subprocess.run([*command, "--fused", str(tmp_path / "fused.json")], capture_output=True, text=True)
     assert result.returncode == 1 and "fused.json: its fused runs recorded no GPU memory" in result.stderr
