@@ -198,7 +198,15 @@ def main(report_path: Path, table_path: Path, cpus_per_gpu: int, write: bool, fu
     hours |= {f"{m}_real_loop": study_gpu_hours({n: r[m] for n, r in rows.items()}) for m in MODES}
     hours |= {"graphed_to_eager": hours["graphed_real_loop"] / hours["eager_real_loop"], "target": 0.25}
     columns = {MINUTES: {n: f"{r[mode]:.3g}" for n, r in rows.items()}}
-    result = {
+    fused = {}
+    if fused_path is not None:
+        fused = fused_figures(fused_path, table, rows)
+        hours |= fused.pop("hours")
+        memory = fused["gpu_mem_mb"]
+        columns[MEMORY] = {n: str(math.ceil(m["fused_run"] / 100) * 100) for n, m in memory.items()}  # 100 MB, up
+    if write:
+        write_columns(table_path, columns)
+    return {
         "benchmark": "gpu_minutes",
         "report": str(report_path),
         "measured_on": {"machine": report.get("machine"), "device": report.get("device")},
@@ -209,16 +217,9 @@ def main(report_path: Path, table_path: Path, cpus_per_gpu: int, write: bool, fu
         "probes": probes,
         "minutes_per_1k_iter": rows,
         "paper_study_gpu_hours": hours,
+        **fused,
+        "written": str(table_path) if write else None,
     }
-    if fused_path is not None:
-        figures = fused_figures(fused_path, table, rows)
-        hours |= figures.pop("hours")
-        memory = figures["gpu_mem_mb"]
-        columns[MEMORY] = {n: str(math.ceil(m["fused_run"] / 100) * 100) for n, m in memory.items()}  # 100 MB, up
-        result |= figures
-    if write:
-        write_columns(table_path, columns)
-    return result | {"written": str(table_path) if write else None}
 
 
 if __name__ == "__main__":
