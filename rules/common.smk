@@ -265,6 +265,9 @@ def train_runtime(wildcards):
 
 
 def train_mem_mb(wildcards):
+    """A training job's host memory: on a CPU the network's memory is the host's, so its GPU figure counts too;
+    8000 MB covers the frame cache and loader workers (host peak 1.85 GB on the CPU, bench/data.py).
+    """
     return int(BACKBONES[wildcards.backbone].gpu_mem_mb) + 8000
 
 
