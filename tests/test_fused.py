@@ -286,6 +286,20 @@ def test_rerunning_one_cell_of_a_fused_group(synthetic_cache, alone, tmp_path, m
     assert_same(GROUP[2], alone)
 
 
+def test_the_jobs_loader_workers_spread_over_its_loaders_none_idle(monkeypatch):
+    given = []
+    monkeypatch.setattr(fused, "start_cell", lambda config, workers, loaders: given.append(workers))
+    four = [cell_config(Path("cache.npz"), cell) for cell in GROUP]
+    fused.start_cells(four, 7)
+    assert given == [2, 2, 2, 1]  # not 1 each with 3 CPUs idle
+    given.clear()
+    fused.start_cells(four + four[:1], 3)  # more loaders than workers: one each; the same batches: one loader
+    assert given == [1, 1, 1, 1, 1]
+    given.clear()
+    fused.start_cells(four, 0)  # no workers (a CPU job's default): every loader in the process
+    assert given == [0, 0, 0, 0]
+
+
 def test_the_fusion_group_is_the_cells_that_share_the_network():
     assert fusion_group(STUDY, OWN) == GROUP
     outside = dataclasses.replace(OWN, fraction=10)

@@ -133,10 +133,19 @@ def room_on(device: torch.device, backbone: Backbone) -> int | None:
 
 def start_cells(configs: list[TrainConfig], workers: int) -> list[CellTraining]:
     """Each cell set up; cells that draw the same batches (a search's schedules in one split) read them from one
-    loader, and each loader has an equal share of the job's `workers`."""
-    share = max(1, workers // len({(c.split, c.fraction) for c in configs})) if workers else 0
+    loader, and the loaders share the job's `workers` (`loader_shares`)."""
+    shares = loader_shares([(c.split, c.fraction) for c in configs], workers)
     loaders = {}
-    return [start_cell(c, share, loaders) for c in configs]
+    return [start_cell(c, shares[c.split, c.fraction], loaders) for c in configs]
+
+
+def loader_shares(keys: list[tuple], workers: int) -> dict[tuple, int]:
+    """Each distinct loader's workers: `workers` spread as evenly as they go, so that none idles (7 over 4
+    loaders: 2, 2, 2, 1), and one at least while there are any, since a loader without workers makes the
+    process that launches every cell's steps augment its batches too."""
+    distinct = list(dict.fromkeys(keys))
+    each, extra = divmod(workers, len(distinct))
+    return {key: max(1, each + (i < extra)) if workers else 0 for i, key in enumerate(distinct)}
 
 
 @contextlib.contextmanager
