@@ -298,7 +298,7 @@ def fused_steps_per_s(
             TrainConfig(str(cache_path), str(root / f"split{s}_frac{f}"), backbone, "scratch", s, f, **options)
             for s, f in FUSED_CELLS[:k]
         ],
-        runtime(device, workers=workers).workers,  # as `oodpose.fused.train_with_group` resolves them
+        runtime(device, workers=workers).workers,  # 8 on 9 CPUs or more: a fused job's of 9 CPUs, whatever K
     )
     wait = torch.cuda.synchronize if device == "cuda" else lambda: None
 

@@ -300,6 +300,25 @@ def test_the_jobs_loader_workers_spread_over_its_loaders_none_idle(monkeypatch):
     assert given == [0, 0, 0, 0]
 
 
+def test_a_fused_jobs_workers_are_capped_per_loader_of_its_group(monkeypatch):
+    asked = {}
+
+    class Resolved(Exception):
+        """The job's runtime was asked for: nothing further is needed."""
+
+    def runtime(*args):
+        asked["loaders"] = args[-1]
+        raise Resolved
+
+    monkeypatch.setattr(fused, "runtime", runtime)
+    with pytest.raises(Resolved):
+        train_with_group(cell_config(Path("cache.npz"), OWN), OWN, STUDY)
+    assert asked == {"loaders": 4}  # 2 splits x 2 fractions
+    with pytest.raises(Resolved):
+        train_with_group(cell_config(Path("cache.npz"), SEARCH_GROUP[0]), SEARCH_GROUP[0], STUDY)
+    assert asked == {"loaders": 1}  # a search's schedules in one split draw the same batches
+
+
 def test_the_fusion_group_is_the_cells_that_share_the_network():
     assert fusion_group(STUDY, OWN) == GROUP
     outside = dataclasses.replace(OWN, fraction=10)

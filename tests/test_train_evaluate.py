@@ -230,6 +230,14 @@ def test_jobs_side_by_side_on_a_machine_of_several_gpus_share_its_cpus(monkeypat
     assert loader_workers(gpus) == workers
 
 
+@pytest.mark.parametrize("cpus, loaders, workers", [(16, 1, 8), (16, 6, 15), (64, 6, 48), (9, 6, 8)])
+def test_a_fused_job_given_more_cpus_starts_more_workers(monkeypatch, cpus, loaders, workers):
+    """A fused job of 6 loaders given 16 CPUs started 8 workers, the cap of one loader; the cap is now a loader's."""
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cpus)))
+    monkeypatch.delenv("SLURM_CPUS_ON_NODE", raising=False)
+    assert loader_workers(1, loaders) == workers
+
+
 def test_jobs_side_by_side_each_hold_a_gpu_of_their_own(tmp_path):
     """A lock file per GPU: a job takes the first no other job holds; with every GPU held, it waits for one."""
     names = ["GPU-a", "GPU-b"]

@@ -2,7 +2,7 @@
 
 CUDA: mixed precision (bf16 where the GPU supports it, else fp16 with loss scaling), channels_last,
 cudnn.benchmark, pinned memory and loader workers, one per CPU of the job's allocation but the one that
-drives the GPU (at most 8); on a machine with several GPUs, a GPU of the process's own (`own_gpu`) and its
+drives the GPU (at most 8 a loader); on a machine with several GPUs, a GPU of the process's own (`own_gpu`) and its
 share of the CPUs, so that jobs side by side, one a GPU, do not each start workers for all of them.
 CPU: channels_last, intra-op threads on `threads` or every allocated CPU, fp32, no loader workers unless
 asked for (they would compete for the same cores), and denormal floats flushed to zero, as TensorFlow
@@ -27,7 +27,7 @@ import torch
 from oodpose.errors import InputError
 
 log = logging.getLogger(__name__)
-MAX_LOADER_WORKERS = 8  # a loader ratio of 1.02 on an H200 with 8 (bench/README.md)
+MAX_LOADER_WORKERS = 8  # a loader's: a loader ratio of 1.02 on an H200 with 8 (bench/README.md)
 GPU_LOCKS = Path(tempfile.gettempdir()) / f"oodpose-gpus-{os.getuid()}"  # a lock file per GPU, named by its UUID
 HELD_GPUS = []  # this process's GPU lock, open for its life
 
@@ -62,14 +62,17 @@ def allocated_cpus() -> int:
     return min(cpus, int(slurm)) if slurm.isdigit() and int(slurm) > 0 else cpus
 
 
-def loader_workers(gpus: int = 1) -> int:
+def loader_workers(gpus: int = 1, loaders: int = 1) -> int:
     """A GPU job's default loader workers: its share of the allocated CPUs, one GPU's of the `gpus` it sees,
-    but the CPU that launches its GPU's work."""
-    return max(0, min(MAX_LOADER_WORKERS, allocated_cpus() // gpus - 1))
+    but the CPU that launches its GPU's work; at most `MAX_LOADER_WORKERS` for each of its `loaders` (a fused
+    job's cells draw from several), so that a job given more CPUs for more loaders uses them."""
+    return max(0, min(MAX_LOADER_WORKERS * loaders, allocated_cpus() // gpus - 1))
 
 
-def runtime(device: str = "auto", threads: int | None = None, workers: int | None = None, amp: bool = True) -> Runtime:
-    """Resolve 'auto' | 'cpu' | 'cuda[:i]' into a configured `Runtime`."""
+def runtime(
+    device: str = "auto", threads: int | None = None, workers: int | None = None, amp: bool = True, loaders: int = 1
+) -> Runtime:
+    """Resolve 'auto' | 'cpu' | 'cuda[:i]' into a configured `Runtime` (`loaders`: `loader_workers`')."""
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     dev = torch.device(device)
@@ -81,7 +84,7 @@ def runtime(device: str = "auto", threads: int | None = None, workers: int | Non
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
         dtype = (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16) if amp else None
-        n_workers = loader_workers(torch.cuda.device_count()) if workers is None else workers
+        n_workers = loader_workers(torch.cuda.device_count(), loaders) if workers is None else workers
         return Runtime(dev, dtype, n_workers, pin_memory=True)
     torch.set_num_threads(threads or allocated_cpus())
     torch.set_flush_denormal(True)

@@ -47,9 +47,11 @@ LOCK = ".train.lock"  # in a cell's folder: held by the job that trains the cell
 def train_with_group(config: TrainConfig, cell: Cell, study_config: dict) -> Path:
     """Train `cell` (its settings `config`) with the cells of its group that need training; returns its
     ``model.pt``."""
-    siblings = [sibling_config(config, c) for c in fusion_group(study_config, cell) if c != cell]
+    group = fusion_group(study_config, cell)
+    siblings = [sibling_config(config, c) for c in group if c != cell]
     backbone = get_backbone(config.backbone, config.backbones_table)  # the group's
-    rt = runtime(config.device, config.threads, config.workers, config.amp)
+    loaders = len({(c.split, c.fraction) for c in group})  # `start_cells`: one per split and fraction
+    rt = runtime(config.device, config.threads, config.workers, config.amp, loaders)
     with contextlib.ExitStack() as locks:
         locks.enter_context(cell_lock(Path(config.out)))
         taken = take_siblings(siblings, backbone, room_on(rt.device, backbone), locks)
