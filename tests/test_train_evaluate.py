@@ -47,6 +47,19 @@ def config(cache, out, **kw):
     return TrainConfig(**{**base, **kw})
 
 
+def test_a_cells_result_does_not_depend_on_its_loader_workers(synthetic_cache, tmp_path):
+    """Each sample carries its own augmentation seed, so the allocation's CPUs (the workers a GPU job starts, a
+    fused job's share of them) never change what a cell learns, and none of them is in its record."""
+    models = [
+        torch.load(train(config(synthetic_cache, tmp_path / f"w{n}", iterations=6, workers=n)), weights_only=False)
+        for n in (0, 1, 2)
+    ]
+    assert models[0]["defines"] == models[1]["defines"] == models[2]["defines"]
+    for model in models[1:]:
+        for key, value in models[0]["model"].items():
+            assert torch.equal(value, model["model"][key]), key
+
+
 def test_learning_rate_schedules():
     assert learning_rate(0, 100, 1e-2, 0) == 1e-2
     assert learning_rate(50, 100, 1e-2, 1e-4) == pytest.approx((1e-2 + 1e-4) / 2)
