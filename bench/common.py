@@ -19,6 +19,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 PAPER_CONFIG = REPO / "config" / "config.yaml"  # the paper's study: what its GPU-hours are projected for
 FAMILY_PROBES = {"mobilenetv2": "mobilenetv2_035", "resnet": "resnet50", "efficientnet": "efficientnet_b3"}  # on GPU
+MATCH_TOLERANCE = 1e-3  # relative: two runs' losses agree within this, or within a run's noise against itself
 
 
 def machine() -> dict:

@@ -15,10 +15,11 @@ feed, torch.compile, and the projected GPU-hours of the paper's study.
 - loader, compile: the earlier single-cell loader ratio and torch.compile parts;
 - fused: the real loop (loaders with their share of 8 workers, logs, graphed steps) training K = 1, 2, 6
   and 12 cells of MobileNetV2-0.35, ResNet-50 and EfficientNet-B3 in one process (`oodpose.fused`), each
-  on its own CUDA stream, against one eager cell: steps/s per GPU, and the paper study's GPU-hours by the
-  backbone table divided by each family's best fused gain (`bench/gpu_check.py --only fused` runs it in
-  child processes within a time budget); `engines`, beside it (`--only engines` there): the bare steps of K
-  cells as graphed streams vs as one vmapped step over stacked parameters.
+  on its own CUDA stream, against one eager cell: steps/s per GPU, whether a cell's losses fused stay its
+  losses alone, and the paper study's GPU-hours by the backbone table divided by each family's best fused
+  gain (`bench/gpu_check.py --only fused` runs it in child processes within a time budget); `engines`,
+  beside it (`--only engines` there): the bare steps of K cells as graphed streams vs as one vmapped step
+  over stacked parameters.
 
 The report is rewritten to OUT_DIR/report.json after each part, so a cut run keeps what it measured.
 Durations on an H100: graphs 9 minutes (each process autotunes cuDNN for its network), hours over 3.
@@ -42,6 +43,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from common import (  # noqa: E402
     FAMILY_PROBES,
+    MATCH_TOLERANCE,
     bare_step,
     machine,
     paper_study,
@@ -157,16 +159,17 @@ def loss_match(
         options = dict(snapshot_every=iterations, device=device, cuda_graphs=graphs)
         train_seconds(cache_path, out, backbone, init, iterations, **options)
         losses[name] = pd.read_csv(out / "train_log.csv")["loss"]
-
-    def largest(a, b, first):
-        return float(((a - b).abs() / b.abs()).head(first).max())
-
     firsts = [10, 50, iterations]
     return {
-        "graphed_vs_eager_max_rel": {n: largest(losses["graphed"], losses["eager"], n) for n in firsts},
-        "eager_vs_eager_max_rel": {n: largest(losses["eager_again"], losses["eager"], n) for n in firsts},
-        "target_rel": 1e-3,
+        "graphed_vs_eager_max_rel": {n: largest_rel(losses["graphed"], losses["eager"], n) for n in firsts},
+        "eager_vs_eager_max_rel": {n: largest_rel(losses["eager_again"], losses["eager"], n) for n in firsts},
+        "target_rel": MATCH_TOLERANCE,
     }
+
+
+def largest_rel(a: pd.Series, b: pd.Series, first: int | None = None) -> float:
+    """The largest relative difference of losses `a` from `b` over their first `first` iterations (all)."""
+    return float(((a - b).abs() / b.abs()).head(first).max())
 
 
 def family_gain(backbone: str, gains: dict[str, float]) -> float:
@@ -274,6 +277,7 @@ def compile_part(report: dict, cache_path: Path, root: Path, n: int, tiny: bool)
 
 
 FUSED = [1, 2, 6, 12]  # cells per process
+ALONE_AGAIN = "fused_1_again"  # one cell alone once more: the noise floor of a cell's losses on the GPU
 FUSED_CELLS = [(split, fraction) for fraction in (50, 20, 10, 5) for split in (1, 2, 3)]  # 12 cells of one group
 
 
@@ -287,7 +291,7 @@ def fused_steps_per_s(
     from oodpose.device import runtime
     from oodpose.fused import start_cells
     from oodpose.settings import TrainConfig
-    from oodpose.train import StopRequest, train_round
+    from oodpose.train import StopRequest, train_round, write_log
 
     warmup, measured = rounds
     iterations = warmup + measured + 1
@@ -316,7 +320,11 @@ def fused_steps_per_s(
     run(warmup)
     start = time.perf_counter()
     run(measured)
-    return k * measured / (time.perf_counter() - start), memory_held(device)
+    rate = k * measured / (time.perf_counter() - start)
+    for cell in cells:  # every round's losses in the cells' logs, after the timing
+        if cell.pending:
+            write_log(cell)
+    return rate, memory_held(device)
 
 
 def memory_held(device: str) -> dict:
@@ -335,14 +343,32 @@ def memory_held(device: str) -> dict:
 
 
 def fused_measurements(cache_path: Path, root: Path, backbone: str, ks: list[int], rounds, device="cuda") -> dict:
-    """One eager cell, then `ks` graphed cells per process: steps/s per GPU, each K's gain over the eager cell,
-    and the memory each setting held (`memory`)."""
+    """One eager cell, then `ks` graphed cells per process (K = 1 among them), then one graphed cell alone again:
+    steps/s per GPU, each K's gain over the eager cell, the memory each setting held (`memory`), and whether
+    fusing left a cell's result its own (`unchanged`)."""
     result, memory = {}, {}
-    for key, k, graphs in [("eager_1", 1, False), *((f"fused_{k}", k, True) for k in ks)]:
+    settings = [("eager_1", 1, False), *((f"fused_{k}", k, True) for k in ks), (ALONE_AGAIN, 1, True)]
+    for key, k, graphs in settings:
         rate, held = fused_steps_per_s(cache_path, root / key.replace("_", "-"), backbone, k, graphs, rounds, device)
         result[key], memory[key] = rate, held
     result["best_gain"] = max(v for key, v in result.items() if key.startswith("fused_")) / result["eager_1"]
-    return result | {"memory": memory}
+    return result | {"memory": memory, "unchanged": fused_losses_unchanged(root, [k for k in ks if k > 1])}
+
+
+def fused_losses_unchanged(root: Path, ks: list[int]) -> dict:
+    """The first cell's losses, fused with K - 1 others against alone (K = 1), beside alone against alone again,
+    the noise of the GPU's own arithmetic (cuDNN's kernels need not be deterministic): the largest relative
+    differences, and whether fusing changed the cell's losses by no more than that noise, or `MATCH_TOLERANCE`."""
+
+    def losses(key: str) -> pd.Series:
+        split, fraction = FUSED_CELLS[0]
+        return pd.read_csv(root / key.replace("_", "-") / f"split{split}_frac{fraction}" / "train_log.csv")["loss"]
+
+    alone = losses("fused_1")
+    noise = largest_rel(losses(ALONE_AGAIN), alone)
+    fused = {f"fused_{k}": largest_rel(losses(f"fused_{k}"), alone) for k in ks}
+    within = all(v <= max(noise, MATCH_TOLERANCE) for v in fused.values())
+    return {"alone_vs_alone_max_rel": noise, "fused_vs_alone_max_rel": fused, "logged": len(alone), "within": within}
 
 
 ENGINE_PROBES = ["resnet50", "efficientnet_b3"]  # frozen batch norm: vmap cannot keep MobileNetV2's statistics

@@ -16,8 +16,9 @@ launch-bound GPU idle most of the time (the CPU dry run: 25 s for both, not 44 s
 Its own command, within the same kind of budget (`--only fused engines`):
 - fused: for MobileNetV2-0.35, ResNet-50 and EfficientNet-B3 from scratch, the real loop of one eager cell and
   of K = 1, 2, 6 and 12 graphed cells in one process (`bench/gpu.py`'s `fused_measurements`), steps/s per GPU
-  and the host and GPU memory each held;
-  then the paper study's GPU-hours by the backbone table, divided by each family's best fused gain;
+  and the host and GPU memory each held, and whether a cell's losses fused are its losses alone (within those
+  of a second run alone, or 1e-3); then the paper study's GPU-hours by the backbone table, divided by each
+  family's best fused gain;
 - engines: for ResNet-50 and EfficientNet-B3 (frozen batch norm), bare steps of K = 6 and 12 cells as graphed
   CUDA streams (fused training's engine) and as one vmapped step (`bench/gpu.py`'s `engines`), steps/s per
   GPU, and vmap's largest relative gradient difference from a cell's own step.

@@ -22,15 +22,18 @@ With `--fused FUSED`, the report of `gpu_check.py --only fused`, also:
 - the paper study's GPU-hours fused: each row's eager real-loop minutes divided by its family probe's best
   fused gain over one eager cell (fused training's target: <= 1/10 of the eager real loop);
 - whether the loader keeps K fused cells fed: for each probe and K that the `engines` part also measured, its
-  bare graphed streams' steps/s (fixed canvas) / the fused real loop's, within 1.10.
+  bare graphed streams' steps/s (fixed canvas) / the fused real loop's, within 1.10;
+- whether fusing left a cell's result its own: per probe, its first cell's losses fused with K - 1 others
+  against alone, within alone against alone again (the GPU's own noise) or 1e-3 relative (`fused_unchanged`).
 
     python bench/gpu_minutes.py REPORT [--fused FUSED] [--table T] [--cpus-per-gpu 8] [--write]
 
 REPORT is the check's report.json. Prints JSON: the match verdict, the overhead, each probe's and row's
 minutes eager and graphed, and the paper study's training GPU-hours by the table, the eager real loop and the
 graphed real loop (the GPU issue's target: graphed <= 1/4 of eager); with `--fused`, each row's GPU memory,
-the fused loop's ratios and the fused GPU-hours. `--write` rewrites the table's `gpu_minutes_per_1k_iter`
-column, in the default mode's minutes, with `--fused` its `gpu_mem_mb` column too, and nothing else of the file.
+the fused loop's ratios, whether fused cells' losses stayed their own and the fused GPU-hours. `--write`
+rewrites the table's `gpu_minutes_per_1k_iter` column, in the default mode's minutes, with `--fused` its
+`gpu_mem_mb` column too, and nothing else of the file.
 """
 
 from __future__ import annotations
@@ -40,14 +43,13 @@ import json
 import math
 from pathlib import Path
 
-from common import FAMILY_PROBES, study_gpu_hours
+from common import FAMILY_PROBES, MATCH_TOLERANCE, study_gpu_hours
 
 from oodpose.atomic import atomic_file
 from oodpose.backbones import DEFAULT_TABLE, GENERIC_FAMILY, load_backbones
 
 MODES = ("eager", "graphed")
 CELL_BACKBONE = "efficientnet_lite0"  # gpu_check's full-length cell
-MATCH_TOLERANCE = 1e-3  # relative: graphed vs eager losses may differ by this, or by eager's own noise
 MINUTES, MEMORY = "gpu_minutes_per_1k_iter", "gpu_mem_mb"
 LOADER_RATIO = 1.10  # the real graphed loop / the bare graphed step, at most, for the loader to keep up
 FAMILY_OF_ROWS = FAMILY_PROBES | {GENERIC_FAMILY: FAMILY_PROBES["resnet"]}  # the probe each family's rows scale by
@@ -117,7 +119,7 @@ def fused_children(report_path: Path) -> dict[str, dict]:
 
 def fused_figures(report_path: Path, table: dict, rows: dict[str, dict]) -> dict:
     """What the fused command's report adds: each row's GPU memory a cell, the fused loop's ratio to bare graphed
-    streams, and the paper study's fused GPU-hours (`hours`)."""
+    streams, whether fusing changed a cell's losses, and the paper study's fused GPU-hours (`hours`)."""
     children = fused_children(report_path)
     fused = {p: children[f"fused-{p}"]["result"] for p in FAMILY_PROBES.values()}
     memory = scaled_rows(table, MEMORY, {p: cell_memory_mb(f) for p, f in fused.items()})
@@ -125,6 +127,7 @@ def fused_figures(report_path: Path, table: dict, rows: dict[str, dict]) -> dict
         "fused_report": str(report_path),
         "gpu_mem_mb": {n: {"table": table[n].gpu_mem_mb, "fused_run": mb} for n, mb in memory.items()},
         "fused_loop_ratio": fused_loop_ratios(children),
+        "fused_unchanged": {p: f["unchanged"] for p, f in fused.items()},
         "hours": fused_hours(rows, table, fused),
     }
 

@@ -98,9 +98,16 @@ def test_the_fused_measurement_dry_run_reports_each_k_and_the_study_projection(t
     engines = report["children"]["engines-efficientnet_lite0"]["result"]
     assert engines["vmap_max_rel_grad"] < 1e-4 and engines["streams_2"] > 0 and engines["vmap_2"] > 0
     result = report["children"]["fused-mobilenetv2_035"]["result"]
-    memory = result.pop("memory")
-    assert set(result) == {"eager_1", "fused_1", "fused_2", "best_gain"} and all(v > 0 for v in result.values())
-    assert set(memory) == {"eager_1", "fused_1", "fused_2"} and all(m["host_rss_gib"] > 0.1 for m in memory.values())
+    memory, unchanged = result.pop("memory"), result.pop("unchanged")
+    settings = {"eager_1", "fused_1", "fused_2", "fused_1_again"}
+    assert set(result) == settings | {"best_gain"} and all(v > 0 for v in result.values())
+    assert set(memory) == settings and all(m["host_rss_gib"] > 0.1 for m in memory.values())
+    assert unchanged == {  # on the CPU a cell's arithmetic is the same fused or alone, to the bit
+        "alone_vs_alone_max_rel": 0.0,
+        "fused_vs_alone_max_rel": {"fused_2": 0.0},
+        "logged": 8,
+        "within": True,
+    }
     study = report["fused_paper_study"]
     assert study["table_eager_gpu_hours"] == pytest.approx(282.03)
     assert study["fused_gpu_hours"] < study["table_eager_gpu_hours"] or result["best_gain"] <= 1
@@ -274,11 +281,17 @@ def test_gpu_minutes_come_from_the_real_loop_and_scale_the_unmeasured_rows(tmp_p
     assert all(after[n].gpu_minutes_per_1k_iter != before[n].gpu_minutes_per_1k_iter for n in rows)
 
 
-def fused_result(gain: float, reserved_gib: dict[str, float], **steps_per_s) -> dict:
-    """A gpu_check fused child's result: its best gain, steps/s per setting and the GPU memory each reserved."""
+def fused_result(gain: float, reserved_gib: dict[str, float], fused_vs_alone: float = 0.0, **steps_per_s) -> dict:
+    """A gpu_check fused child's result: its best gain, steps/s per setting, the GPU memory each reserved and how
+    far its first cell's losses fused (K = 2) were from alone, against a noise of 1e-4."""
     return {
         "best_gain": gain,
         "memory": {k: {"gpu_reserved_peak_gib": v} for k, v in reserved_gib.items()},
+        "unchanged": {
+            "alone_vs_alone_max_rel": 1e-4,
+            "fused_vs_alone_max_rel": {"fused_2": fused_vs_alone},
+            "within": fused_vs_alone <= 1e-3,
+        },
     } | steps_per_s
 
 
@@ -297,7 +310,7 @@ def test_gpu_memory_a_cell_comes_from_the_fused_run_and_scales_the_unmeasured_ro
         "fused-resnet50": fused_result(
             2.0, {"eager_1": 2.5, "fused_1": 3.0, "fused_12": 48.0}, fused_6=290, fused_12=200
         ),
-        "fused-efficientnet_b3": fused_result(3.0, {"fused_1": 2.5, "fused_2": 6.0, "fused_12": 30.0}),
+        "fused-efficientnet_b3": fused_result(3.0, {"fused_1": 2.5, "fused_2": 6.0, "fused_12": 30.0}, 2e-3),
         "engines-resnet50": {"result": {"streams_6": 300.0, "vmap_6": 250.0, "streams_12": 330.0}},
     }
     children = {k: v if k.startswith("engines-") else {"result": v} for k, v in fused.items()}
@@ -329,6 +342,8 @@ def test_gpu_memory_a_cell_comes_from_the_fused_run_and_scales_the_unmeasured_ro
             "12": {"ratio": pytest.approx(1.65), "keeps_up": False},
         }
     }
+    unchanged = {probe: verdict["within"] for probe, verdict in report["fused_unchanged"].items()}
+    assert unchanged == {"mobilenetv2_035": True, "resnet50": True, "efficientnet_b3": False}  # 2e-3 > 1e-3, 1e-4
     cpu_run = {
         k: {"result": v | {"memory": {"fused_1": {"host_rss_gib": 1.0}}}} for k, v in fused.items() if "fused" in k
     }
