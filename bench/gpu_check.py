@@ -128,15 +128,16 @@ def match(out: Path, cache: str, backbone: str, init: str, iterations: int) -> N
 def resume(out: Path, cache: str, backbone: str, init: str, iterations: int, snapshot_every: int) -> None:
     """A graphed cell stopped by SIGTERM once its first snapshot is written and run again, against an unbroken
     run, beside a second unbroken run: the noise of the GPU's own arithmetic (cuDNN's kernels need not be
-    deterministic)."""
+    deterministic). The three first runs run side by side (untimed: a launch-bound GPU has room for them)."""
     runs = out.parent / f"runs-{out.stem}"
     argv = [sys.executable, "-m", "oodpose", "train", cache, "--backbone", backbone, "--init", init]
     argv += ["--iterations", str(iterations), "--snapshot-every", str(snapshot_every), "--curve-iterations", ""]
     argv += ["--device", device(), "--cuda-graphs"]
-    for name in ("unbroken", "unbroken_again"):
-        subprocess.run([*argv, str(runs / name)], check=True)
+    unbroken = [subprocess.Popen([*argv, str(runs / name)]) for name in ("unbroken", "unbroken_again")]
     stopped = runs / "stopped"
     rc = stop_after_first_snapshot([*argv, str(stopped)], stopped / "snapshots" / f"snapshot-{snapshot_every:07d}.pt")
+    if any(run.wait() != 0 for run in unbroken):
+        raise RuntimeError(f"an unbroken run failed (exit codes {[run.returncode for run in unbroken]}); see above")
     stopped_at = max(int(p.stem.split("-")[1]) for p in (stopped / "snapshots").glob("snapshot-*.pt"))
     subprocess.run([*argv, str(stopped)], check=True)
     losses = {name: pd.read_csv(runs / name / "train_log.csv")["loss"] for name in ("unbroken", "unbroken_again")}
