@@ -12,7 +12,8 @@ EfficientNet-Lite0 cell, graphed, whose wall time also holds what the loop's med
   rows by ResNet-50's, from which `backbone_estimates.py` scaled them, never below MobileNetV2-0.35's;
 - whether the loader keeps up: each probe's graphed loop at that worker count within 1.10x its bare graphed step;
 - the mode a job runs by default: graphed if every `match` child's graphed-vs-eager loss difference is
-  within its eager-vs-eager noise or 1e-3 relative, else eager.
+  within its eager-vs-eager noise or 1e-3 relative, and the `resume` child's graphed run, stopped by SIGTERM
+  and rerun, exited 143 and ended within its own noise or 1e-3 of an unbroken run; else eager.
 
 With `--fused FUSED`, the report of `gpu_check.py --only fused`, also:
 - each probe's GPU memory a cell: the most GPU memory any of its fused settings reserved (CUDA's caching
@@ -28,7 +29,7 @@ With `--fused FUSED`, the report of `gpu_check.py --only fused`, also:
 
     python bench/gpu_minutes.py REPORT [--fused FUSED] [--table T] [--cpus-per-gpu 8] [--write]
 
-REPORT is the check's report.json. Prints JSON: the match verdict, the overhead, each probe's and row's
+REPORT is the check's report.json. Prints JSON: the match and resume verdicts, the overhead, each probe's and row's
 minutes eager and graphed, and the paper study's training GPU-hours by the table, the eager real loop and the
 graphed real loop (the GPU issue's target: graphed <= 1/4 of eager); with `--fused`, each row's GPU memory,
 the fused loop's ratios, whether fused cells' losses stayed their own and the fused GPU-hours. `--write`
@@ -194,7 +195,9 @@ def main(report_path: Path, table_path: Path, cpus_per_gpu: int, write: bool, fu
     table = load_backbones(table_path)
     rows = row_minutes(table, probes, cell["minutes_per_1k_iterations"])
     match = graphs_match(children)
-    mode = "graphed" if match and all(v["within"] for v in match.values()) else "eager"
+    resumes = children.get("resume", {}).get("result", {})  # a graphed job stopped by SIGTERM, then rerun
+    graphed = match and all(v["within"] for v in match.values()) and resumes.get("within", False)
+    mode = "graphed" if graphed else "eager"
     hours = {"table": study_gpu_hours({n: r["table"] for n, r in rows.items()})}
     hours |= {f"{m}_real_loop": study_gpu_hours({n: r[m] for n, r in rows.items()}) for m in MODES}
     hours |= {"graphed_to_eager": hours["graphed_real_loop"] / hours["eager_real_loop"], "target": 0.25}
@@ -213,6 +216,7 @@ def main(report_path: Path, table_path: Path, cpus_per_gpu: int, write: bool, fu
         "report": str(report_path),
         "measured_on": {"machine": report.get("machine"), "device": report.get("device")},
         "graphs_match": match,
+        "graphs_resume": resumes,
         "mode": mode,
         "workers_at_most": cpus_per_gpu - 1,
         "overhead": overhead,

@@ -241,13 +241,14 @@ def loop_result(eager: list[float], graphed: list[float], bare: float) -> dict:
     }
 
 
-def check_report(graphed_vs_eager: float) -> dict:
+def check_report(graphed_vs_eager: float, resumed: bool = True) -> dict:
     match = {"graphed_vs_eager_max_rel": {"200": graphed_vs_eager}, "eager_vs_eager_max_rel": {"200": 2e-4}}
     return {
         "machine": {"gpu": "a GPU"},
         "device": "cuda",
         "children": {
             "match-resnet50": {"result": match},
+            "resume": {"result": {"rc_on_sigterm": 143 if resumed else 1, "within": resumed}},
             # the fastest at 8 workers, which a job of 8 CPUs does not start (one CPU drives the GPU)
             "loop-mobilenetv2_035": {
                 "result": loop_result([0.02, 0.01, 0.008, 0.001], [0.01, 0.005, 0.004, 0.001], 0.004)
@@ -261,11 +262,14 @@ def check_report(graphed_vs_eager: float) -> dict:
     }
 
 
-@pytest.mark.parametrize("graphed_vs_eager, mode", [(5e-4, "graphed"), (3e-3, "eager")])
-def test_gpu_minutes_come_from_the_real_loop_and_scale_the_unmeasured_rows(tmp_path, graphed_vs_eager, mode):
+@pytest.mark.parametrize(
+    "graphed_vs_eager, resumed, mode", [(5e-4, True, "graphed"), (3e-3, True, "eager"), (5e-4, False, "eager")]
+)
+def test_gpu_minutes_come_from_the_real_loop_and_scale_the_unmeasured_rows(tmp_path, graphed_vs_eager, resumed, mode):
+    """Graphed by default only where graphed losses match eager ones and a graphed job stopped by SIGTERM resumes."""
     from oodpose.backbones import DEFAULT_TABLE, load_backbones
 
-    (tmp_path / "report.json").write_text(json.dumps(check_report(graphed_vs_eager)))
+    (tmp_path / "report.json").write_text(json.dumps(check_report(graphed_vs_eager, resumed)))
     table = tmp_path / "backbones.tsv"
     table.write_text(DEFAULT_TABLE.read_text())
     command = [sys.executable, str(BENCH / "gpu_minutes.py"), str(tmp_path / "report.json"), "--table", str(table)]
