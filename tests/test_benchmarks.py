@@ -100,7 +100,8 @@ def test_the_fused_measurement_dry_run_reports_each_k_and_the_study_projection(t
     """Fused training's GPU measurement (issue: fused cells) on the CPU: its own command, one child per backbone;
     the vmap engine beside it steps each frozen-BN cell as its own step would (within float rounding)."""
     report = gpu_check(tmp_path / "check", "--tiny", "--only", "fused", "engines", "--archive", tmp_path / "a.tgz")
-    assert list(report["children"]) == ["fused-mobilenetv2_035", "engines-efficientnet_lite0"]
+    assert list(report["children"]) == ["fused-mobilenetv2_035", "engines-efficientnet_lite0", "workflow-fused"]
+    assert report["children"]["workflow-fused"]["result"]["dry_run"]  # its full run is the slurm test's, on the CPU
     with tarfile.open(tmp_path / "a.tgz") as archive:  # what a machine whose files come back few at a time returns
         archived = json.load(archive.extractfile("report.json"))
         assert archived == report | {"wall_s": pytest.approx(report["wall_s"], abs=1.0)}
