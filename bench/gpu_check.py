@@ -147,11 +147,19 @@ def resume(out: Path, cache: str, backbone: str, init: str, iterations: int, sna
     resumed = pd.read_csv(stopped / "train_log.csv")
     noise = largest_rel(losses["unbroken_again"], losses["unbroken"])
     off = largest_rel(resumed["loss"], losses["unbroken"])
-    result = {"rc_on_sigterm": rc, "stopped_at": stopped_at, "iterations": iterations}
-    result |= {"log_complete": resumed["iteration"].tolist() == list(range(iterations))}
-    result |= {"resumed_vs_unbroken_max_rel": off, "unbroken_vs_unbroken_max_rel": noise}
-    result["within"] = rc == 143 and result["log_complete"] and off <= max(noise, MATCH_TOLERANCE)
-    write_json(out, result)
+    log_complete = resumed["iteration"].tolist() == list(range(iterations))
+    write_json(
+        out,
+        {
+            "rc_on_sigterm": rc,
+            "stopped_at": stopped_at,
+            "iterations": iterations,
+            "log_complete": log_complete,
+            "resumed_vs_unbroken_max_rel": off,
+            "unbroken_vs_unbroken_max_rel": noise,
+            "within": rc == 143 and log_complete and off <= max(noise, MATCH_TOLERANCE),
+        },
+    )
 
 
 def stop_after_first_snapshot(argv: list[str], snapshot: Path, limit_s: float = 120) -> int:

@@ -50,8 +50,7 @@ def train_with_group(config: TrainConfig, cell: Cell, study_config: dict) -> Pat
     group = fusion_group(study_config, cell)
     siblings = [sibling_config(config, c) for c in group if c != cell]
     backbone = get_backbone(config.backbone, config.backbones_table)  # the group's
-    loaders = len({(c.split, c.fraction) for c in group})  # `start_cells`: one per split and fraction
-    rt = runtime(config.device, config.threads, config.workers, config.amp, loaders)
+    rt = runtime(config.device, config.threads, config.workers, config.amp, len(set(map(loader_key, group))))
     with contextlib.ExitStack() as locks:
         locks.enter_context(cell_lock(Path(config.out)))
         taken = take_siblings(siblings, backbone, room_on(rt.device, backbone), locks)
@@ -136,9 +135,15 @@ def room_on(device: torch.device, backbone: Backbone) -> int | None:
 def start_cells(configs: list[TrainConfig], workers: int) -> list[CellTraining]:
     """Each cell set up; cells that draw the same batches (a search's schedules in one split) read them from one
     loader, and the loaders share the job's `workers` (`loader_shares`)."""
-    shares = loader_shares([(c.split, c.fraction) for c in configs], workers)
+    shares = loader_shares([loader_key(c) for c in configs], workers)
     loaders = {}
-    return [start_cell(c, shares[c.split, c.fraction], loaders) for c in configs]
+    return [start_cell(c, shares[loader_key(c)], loaders) for c in configs]
+
+
+def loader_key(cell: Cell | TrainConfig) -> tuple[int, int]:
+    """Which of its group's loaders a cell reads: the group's cells of one split and fraction (a search's
+    schedules) draw the same batches."""
+    return cell.split, cell.fraction
 
 
 def loader_shares(keys: list[tuple], workers: int) -> dict[tuple, int]:
