@@ -9,6 +9,7 @@ import logging
 import shutil
 import signal
 from pathlib import Path
+from types import SimpleNamespace
 
 import pandas as pd
 import pytest
@@ -16,6 +17,7 @@ import torch
 import yaml
 from test_workflow import REPO, snakemake
 
+from oodpose import device as device_module
 from oodpose import fused
 from oodpose import train as train_module
 from oodpose.backbones import get_backbone
@@ -43,6 +45,9 @@ STUDY = {
 }
 OWN = Cell("synthetic", "mobilenetv2_035", "scratch", 1, 50)
 GROUP = [dataclasses.replace(OWN, split=s, fraction=f) for s in (1, 2) for f in (50, 20)]
+SEARCH_GROUP = [
+    SearchCell(**OWN.as_dict(), selection="test_ood", schedule=f"ilr{r}_final0.0_cycles1") for r in (0.05, 0.01)
+]
 
 
 def cell_config(cache: Path, cell: Cell, **kw) -> TrainConfig:
@@ -286,9 +291,23 @@ def test_rerunning_one_cell_of_a_fused_group(synthetic_cache, alone, tmp_path, m
     assert_same(GROUP[2], alone)
 
 
-def test_the_jobs_loader_workers_spread_over_its_loaders_none_idle(monkeypatch):
+def set_up_without_training(monkeypatch, device: str = "cpu", iterations: tuple[int, ...] = ()) -> list[int]:
+    """`fused.start_cells` on cells that are only their settings (resumed at `iterations`, else at 0), on `device`;
+    returns the workers each loader it opens is given."""
+    resumed_at = iter(iterations)
+    rt = SimpleNamespace(device=torch.device(device))
+
+    def set_up_cell(config):
+        return SimpleNamespace(cfg=config, iteration=next(resumed_at, 0), run=SimpleNamespace(rt=rt))
+
     given = []
-    monkeypatch.setattr(fused, "start_cell", lambda config, workers, loaders: given.append(workers))
+    monkeypatch.setattr(fused, "set_up_cell", set_up_cell)
+    monkeypatch.setattr(fused, "open_batches", lambda cell, workers, loaders: given.append(workers))
+    return given
+
+
+def test_the_jobs_loader_workers_spread_over_its_loaders_none_idle(monkeypatch):
+    given = set_up_without_training(monkeypatch)
     four = [cell_config(Path("cache.npz"), cell) for cell in GROUP]
     fused.start_cells(four, 7)
     assert given == [2, 2, 2, 1]  # not 1 each with 3 CPUs idle
@@ -296,27 +315,54 @@ def test_the_jobs_loader_workers_spread_over_its_loaders_none_idle(monkeypatch):
     fused.start_cells(four + four[:1], 3)  # more loaders than workers: one each; the same batches: one loader
     assert given == [1, 1, 1, 1, 1]
     given.clear()
-    fused.start_cells(four, 0)  # no workers (a CPU job's default): every loader in the process
+    fused.start_cells(four, None)  # a CPU job's default: no workers, every loader in the process
     assert given == [0, 0, 0, 0]
 
 
-def test_a_fused_jobs_workers_are_capped_per_loader_of_its_group(monkeypatch):
-    asked = {}
+@pytest.mark.parametrize(
+    "cells, resumed_at, cpus, workers",
+    [
+        (GROUP, (), 64, [8, 8, 8, 8]),  # 2 splits x 2 fractions: 4 loaders of at most 8
+        (GROUP, (), 9, [2, 2, 2, 2]),  # the allocation's CPUs but one
+        (GROUP[:2], (), 64, [8, 8]),  # the cells this job took, not all of its group
+        (SEARCH_GROUP, (), 64, [8, 8]),  # a search's schedules in one split draw the same batches: one loader
+        (SEARCH_GROUP, (4, 0), 9, [4, 4]),  # but resumed at two iterations they draw from two
+    ],
+)
+def test_a_fused_jobs_default_workers_are_capped_per_loader_its_cells_read(
+    monkeypatch, cells, resumed_at, cpus, workers
+):
+    given = set_up_without_training(monkeypatch, "cuda", resumed_at)
+    monkeypatch.setattr(device_module, "allocated_cpus", lambda: cpus)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    configs = [sibling_config(cell_config(Path("cache.npz"), OWN), cell) for cell in cells]
+    fused.start_cells(configs, None)
+    assert given == workers
 
-    class Resolved(Exception):
-        """The job's runtime was asked for: nothing further is needed."""
 
-    def runtime(*args):
-        asked["loaders"] = args[-1]
-        raise Resolved
+def test_search_cells_resumed_at_different_iterations_share_the_jobs_workers(synthetic_cache, tmp_path, monkeypatch):
+    """Each resume point is a loader of its own: the job's workers are spread over both (2, 1), where each took
+    them all (3, 3); and each cell still ends as it would alone."""
+    monkeypatch.chdir(tmp_path)
+    alone = tmp_path / "alone"
+    configs = [sibling_config(cell_config(synthetic_cache, OWN), cell) for cell in SEARCH_GROUP]
+    for config in configs:
+        train(dataclasses.replace(config, out=str(alone / config.out)))
+    shutil.copytree(alone / configs[0].out, configs[0].out)  # stopped after its snapshot at 4
+    for name in ("model.pt", "snapshots/snapshot-0000008.pt"):
+        (Path(configs[0].out) / name).unlink()
+    real_batches, workers = train_module.batches, []
 
-    monkeypatch.setattr(fused, "runtime", runtime)
-    with pytest.raises(Resolved):
-        train_with_group(cell_config(Path("cache.npz"), OWN), OWN, STUDY)
-    assert asked == {"loaders": 4}  # 2 splits x 2 fractions
-    with pytest.raises(Resolved):
-        train_with_group(cell_config(Path("cache.npz"), SEARCH_GROUP[0]), SEARCH_GROUP[0], STUDY)
-    assert asked == {"loaders": 1}  # a search's schedules in one split draw the same batches
+    def batches(cache, rows, cfg, rt, start, n_workers):
+        workers.append((start, n_workers))
+        return real_batches(cache, rows, cfg, rt, start, 0)  # the same batches (tested): no processes to start
+
+    monkeypatch.setattr(train_module, "batches", batches)
+    cells = fused.start_cells(configs, 3)
+    assert workers == [(4, 2), (0, 1)]
+    train_module.train_cells(cells)
+    for cell in SEARCH_GROUP:
+        assert_same(cell, alone)
 
 
 def test_the_fusion_group_is_the_cells_that_share_the_network():
@@ -327,11 +373,6 @@ def test_the_fusion_group_is_the_cells_that_share_the_network():
         dataclasses.replace(OWN, backbone="resnet_50")
     ]
     assert fusion_group(STUDY, SEARCH_GROUP[1]) == SEARCH_GROUP  # a search's schedules, in one split
-
-
-SEARCH_GROUP = [
-    SearchCell(**OWN.as_dict(), selection="test_ood", schedule=f"ilr{r}_final0.0_cycles1") for r in (0.05, 0.01)
-]
 
 
 def test_a_searchs_schedules_train_fused_from_one_loader_each_at_its_own_rate(synthetic_cache, tmp_path, monkeypatch):

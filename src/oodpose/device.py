@@ -69,10 +69,16 @@ def loader_workers(gpus: int = 1, loaders: int = 1) -> int:
     return max(0, min(MAX_LOADER_WORKERS * loaders, allocated_cpus() // gpus - 1))
 
 
-def runtime(
-    device: str = "auto", threads: int | None = None, workers: int | None = None, amp: bool = True, loaders: int = 1
-) -> Runtime:
-    """Resolve 'auto' | 'cpu' | 'cuda[:i]' into a configured `Runtime` (`loaders`: `loader_workers`')."""
+def job_workers(device: torch.device, workers: int | None, loaders: int = 1) -> int:
+    """A job's loader workers: those asked for; else, on CUDA, its share of the allocation for its `loaders`
+    (`loader_workers`); else none (on a CPU the job's threads compute, and a worker would compete with them)."""
+    if workers is not None:
+        return workers
+    return loader_workers(torch.cuda.device_count(), loaders) if device.type == "cuda" else 0
+
+
+def runtime(device: str = "auto", threads: int | None = None, workers: int | None = None, amp: bool = True) -> Runtime:
+    """Resolve 'auto' | 'cpu' | 'cuda[:i]' into a configured `Runtime`."""
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     dev = torch.device(device)
@@ -84,11 +90,10 @@ def runtime(
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
         dtype = (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16) if amp else None
-        n_workers = loader_workers(torch.cuda.device_count(), loaders) if workers is None else workers
-        return Runtime(dev, dtype, n_workers, pin_memory=True)
+        return Runtime(dev, dtype, job_workers(dev, workers), pin_memory=True)
     torch.set_num_threads(threads or allocated_cpus())
     torch.set_flush_denormal(True)
-    return Runtime(dev, None, workers or 0, pin_memory=False)
+    return Runtime(dev, None, job_workers(dev, workers), pin_memory=False)
 
 
 @functools.cache

@@ -33,12 +33,22 @@ from pathlib import Path
 import torch
 
 from oodpose.backbones import Backbone, get_backbone
-from oodpose.device import runtime
+from oodpose.device import job_workers, runtime
 from oodpose.errors import InputError
 from oodpose.schedule import Schedule
 from oodpose.settings import TrainConfig, fusion_group
 from oodpose.study import Cell, SearchCell
-from oodpose.train import CellTraining, params_record, save_model, snapshot_path, start_cell, train_cells, trained_for
+from oodpose.train import (
+    CellTraining,
+    batch_source,
+    open_batches,
+    params_record,
+    save_model,
+    set_up_cell,
+    snapshot_path,
+    train_cells,
+    trained_for,
+)
 
 log = logging.getLogger(__name__)
 LOCK = ".train.lock"  # in a cell's folder: held by the job that trains the cell
@@ -50,14 +60,14 @@ def train_with_group(config: TrainConfig, cell: Cell, study_config: dict) -> Pat
     group = fusion_group(study_config, cell)
     siblings = [sibling_config(config, c) for c in group if c != cell]
     backbone = get_backbone(config.backbone, config.backbones_table)  # the group's
-    rt = runtime(config.device, config.threads, config.workers, config.amp, len(set(map(loader_key, group))))
+    rt = runtime(config.device, config.threads, config.workers, config.amp)
     with contextlib.ExitStack() as locks:
         locks.enter_context(cell_lock(Path(config.out)))
         taken = take_siblings(siblings, backbone, room_on(rt.device, backbone), locks)
         if taken:
             log.info("fused: training %s with %s", cell.folder, ", ".join(c.out for c in taken))
         try:
-            cells = start_cells([config, *taken], rt.workers)
+            cells = start_cells([config, *taken], config.workers)
             train_cells(cells)
         except torch.OutOfMemoryError as err:
             if not taken:
@@ -132,18 +142,17 @@ def room_on(device: torch.device, backbone: Backbone) -> int | None:
     return max(1, free_bytes // (backbone.gpu_mem_mb * 2**20))
 
 
-def start_cells(configs: list[TrainConfig], workers: int) -> list[CellTraining]:
-    """Each cell set up; cells that draw the same batches (a search's schedules in one split) read them from one
-    loader, and the loaders share the job's `workers` (`loader_shares`)."""
-    shares = loader_shares([loader_key(c) for c in configs], workers)
+def start_cells(configs: list[TrainConfig], workers: int | None) -> list[CellTraining]:
+    """Each cell set up; cells that draw the very same batches (a search's schedules in one split) read them from
+    one loader, and the loaders share the job's `workers` (`loader_shares`; None: as many as its allocation gives
+    that many loaders, `oodpose.device.job_workers`)."""
+    cells = [set_up_cell(c) for c in configs]
+    sources = [batch_source(c) for c in cells]  # known once each cell has found where it resumes
+    shares = loader_shares(sources, job_workers(cells[0].run.rt.device, workers, len(set(sources))))
     loaders = {}
-    return [start_cell(c, shares[loader_key(c)], loaders) for c in configs]
-
-
-def loader_key(cell: Cell | TrainConfig) -> tuple[int, int]:
-    """Which of its group's loaders a cell reads: the group's cells of one split and fraction (a search's
-    schedules) draw the same batches."""
-    return cell.split, cell.fraction
+    for cell, source in zip(cells, sources, strict=True):
+        open_batches(cell, shares[source], loaders)
+    return cells
 
 
 def loader_shares(keys: list[tuple], workers: int) -> dict[tuple, int]:

@@ -419,9 +419,11 @@ class CellTraining:
     identity: dict
     defines: dict
     settings: dict
-    batches: Iterator
+    cache: Cache
+    rows: np.ndarray  # its training frames in the cache: what its batches are drawn from
     iteration: int  # the next iteration to run
     stream: torch.cuda.Stream | None  # on CUDA, the cell's own stream, so that fused cells overlap
+    batches: Iterator | None = None  # from `open_batches`, once the cell knows where it resumes
     pending: list[dict] = dataclasses.field(default_factory=list)
     saved_at: int = -1  # the iteration of its newest resume snapshot
     error: str | None = None  # why it stopped early: its loss was not finite
@@ -437,10 +439,17 @@ class CellTraining:
         return self.iteration >= self.cfg.iterations
 
 
-def start_cell(config: TrainConfig, workers: int | None = None, loaders: dict | None = None) -> CellTraining:
-    """Set up one cell: its data, network and optimiser, resumed from its newest snapshot if it has one;
-    `workers`, its share of the job's loader workers; `loaders`, the batches of cells set up before it, which
-    it reads too where it would draw the very same ones."""
+def start_cell(config: TrainConfig) -> CellTraining:
+    """Set up one cell (`set_up_cell`) and open its batches with its runtime's loader workers."""
+    cell = set_up_cell(config)
+    open_batches(cell, cell.run.rt.workers, {})
+    return cell
+
+
+def set_up_cell(config: TrainConfig) -> CellTraining:
+    """One cell's data, network and optimiser, resumed from its newest snapshot if it has one. Its batches are
+    opened apart (`open_batches`): a fused job shares its loader workers among the loaders its cells read, and
+    which loader a cell reads depends on where it resumes."""
     backbone = get_backbone(config.backbone, config.backbones_table)  # the job reads its row once
     cfg = config.resolved(backbone)
     out, snapshots = Path(cfg.out), Path(cfg.out) / "snapshots"
@@ -460,15 +469,26 @@ def start_cell(config: TrainConfig, workers: int | None = None, loaders: dict | 
     rewind_log(out / TRAIN_LOG, start)
     step = step_function(run, cfg)
     settings = write_settings(cfg, run, cache, out / "settings.json", graphed=isinstance(step, GraphedStep))
-    same_batches = (cfg.cache, cfg.split, cfg.fraction, cfg.validation_individuals, *data_settings(cfg), start)
-    loaders = {} if loaders is None else loaders
-    if same_batches in loaders:  # a copy of the first reader's tee: it gets every batch that one gets
-        reader = copy.copy(loaders[same_batches])
-    else:
-        loader = batches(cache, rows, cfg, run.rt, start, run.rt.workers if workers is None else workers)
-        reader = loaders[same_batches] = itertools.tee(loader, 1)[0]
     run.model.train()
-    return CellTraining(cfg, run, step, identity, defines, settings, reader, start, own_stream(run.rt))
+    return CellTraining(cfg, run, step, identity, defines, settings, cache, rows, start, own_stream(run.rt))
+
+
+def batch_source(cell: CellTraining) -> tuple:
+    """What decides the batches a cell draws from its next iteration on: cells alike (a search's schedules in
+    one split, resumed at one iteration) draw the very same ones."""
+    cfg = cell.cfg
+    return (cfg.cache, cfg.split, cfg.fraction, cfg.validation_individuals, *data_settings(cfg), cell.iteration)
+
+
+def open_batches(cell: CellTraining, workers: int, loaders: dict) -> None:
+    """Give `cell` its batches: where a cell in `loaders` draws the very same ones, a copy of that cell's tee (it
+    gets every batch that one gets); else a new loader of `workers` workers, kept in `loaders` by its source."""
+    source = batch_source(cell)
+    if source in loaders:
+        cell.batches = copy.copy(loaders[source])
+    else:
+        loader = batches(cell.cache, cell.rows, cell.cfg, cell.run.rt, cell.iteration, workers)
+        cell.batches = loaders[source] = itertools.tee(loader, 1)[0]
 
 
 def params_record(cfg: TrainConfig, backbone: Backbone) -> dict:
