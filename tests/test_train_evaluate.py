@@ -1,3 +1,4 @@
+import contextlib
 import dataclasses
 import functools
 import json
@@ -323,6 +324,42 @@ def test_cuda_graphs_fall_back_to_the_eager_step_off_cuda(synthetic_cache, tmp_p
     assert all(torch.equal(eager[k], graphed["model"][k]) for k in eager)
     run = train_module.build_run(cell.resolved(), len(Cache(synthetic_cache).bodyparts))
     assert not isinstance(train_module.step_function(run, dataclasses.replace(cell, cuda_graphs=True)), GraphedStep)
+
+
+def test_a_shapes_graph_is_captured_beside_the_loaders_pinning_thread(monkeypatch):
+    """A shape's graph is captured mid-run, while the loader's pin-memory thread allocates pinned buffers. In CUDA's
+    default capture mode those allocations break the capture and fail the pinning thread, and the job with it
+    (reported elsewhere of DataLoader pin-memory threads): capture must restrict its own thread only. CUDA is
+    faked here, so this checks the mode the capture asks for, and that a shape runs eagerly, is captured, then
+    replays."""
+    events = []
+
+    class Stream:
+        def wait_stream(self, other):
+            pass
+
+    class Graph:
+        def replay(self):
+            events.append("replay")
+
+    def graph(cuda_graph, pool=None, capture_error_mode="global"):
+        events.append(f"capture ({capture_error_mode})")
+        return contextlib.nullcontext()
+
+    for name, fake in dict(
+        graph_pool_handle=lambda: "pool",
+        Stream=Stream,
+        current_stream=Stream,
+        stream=lambda s: contextlib.nullcontext(),
+        synchronize=lambda: None,
+        CUDAGraph=Graph,
+        graph=graph,
+    ).items():
+        monkeypatch.setattr(torch.cuda, name, fake)
+    step = GraphedStep(lambda x: events.append("step") or x * 2)
+    for _ in range(3):
+        assert torch.equal(step(torch.ones(2)), torch.full((2,), 2.0))
+    assert events == ["step", "capture (thread_local)", "step", "replay", "replay"]
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA GPU")

@@ -17,6 +17,10 @@ from collections.abc import Callable
 import torch
 
 Step = Callable[..., torch.Tensor]
+# A shape's graph is captured mid-run, while the loader's pin-memory thread keeps pinning batches: in CUDA's
+# default ("global") mode its host allocations would break the capture and fail that thread, and with it the
+# job. "thread_local" restricts only the capturing thread; the pinning thread's buffers are never in a graph.
+CAPTURE_MODE = "thread_local"
 
 
 class GraphedStep:
@@ -54,6 +58,6 @@ class GraphedStep:
         static_inputs = tuple(t.clone() for t in inputs)
         torch.cuda.synchronize()
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, pool=self.pool):
+        with torch.cuda.graph(graph, pool=self.pool, capture_error_mode=CAPTURE_MODE):
             static_output = self.step(*static_inputs)
         return graph, static_inputs, static_output
