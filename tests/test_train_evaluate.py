@@ -326,12 +326,8 @@ def test_cuda_graphs_fall_back_to_the_eager_step_off_cuda(synthetic_cache, tmp_p
     assert not isinstance(train_module.step_function(run, dataclasses.replace(cell, cuda_graphs=True)), GraphedStep)
 
 
-def test_a_shapes_graph_is_captured_beside_the_loaders_pinning_thread(monkeypatch):
-    """A shape's graph is captured mid-run, while the loader's pin-memory thread allocates pinned buffers. In CUDA's
-    default capture mode those allocations break the capture and fail the pinning thread, and the job with it
-    (reported elsewhere of DataLoader pin-memory threads): capture must restrict its own thread only. CUDA is
-    faked here, so this checks the mode the capture asks for, and that a shape runs eagerly, is captured, then
-    replays."""
+def fake_cuda(monkeypatch) -> list[str]:
+    """Just enough of torch.cuda for `GraphedStep` on a CPU; returns the captures and replays, as they happen."""
     events = []
 
     class Stream:
@@ -356,10 +352,48 @@ def test_a_shapes_graph_is_captured_beside_the_loaders_pinning_thread(monkeypatc
         graph=graph,
     ).items():
         monkeypatch.setattr(torch.cuda, name, fake)
+    return events
+
+
+def test_a_shapes_graph_is_captured_beside_the_loaders_pinning_thread(monkeypatch):
+    """A shape's graph is captured mid-run, while the loader's pin-memory thread allocates pinned buffers. In CUDA's
+    default capture mode those allocations break the capture and fail the pinning thread, and the job with it
+    (reported elsewhere of DataLoader pin-memory threads): capture must restrict its own thread only. CUDA is
+    faked here, so this checks the mode the capture asks for, and that a shape runs eagerly, is captured, then
+    replays."""
+    events = fake_cuda(monkeypatch)
     step = GraphedStep(lambda x: events.append("step") or x * 2)
     for _ in range(3):
         assert torch.equal(step(torch.ones(2)), torch.full((2,), 2.0))
     assert events == ["step", "capture (thread_local)", "step", "replay", "replay"]
+
+
+def test_a_step_that_graphs_cannot_record_names_the_switch_to_turn_off(monkeypatch):
+    """A network whose step syncs with the host (or changes shape) cannot be recorded: the job says to train without
+    graphs. Running out of memory stays the device's own error, which a fused job turns into its own advice."""
+    events = fake_cuda(monkeypatch)
+
+    def step_failing_in_capture(error):
+        def step(x):
+            if "capture (thread_local)" in events:
+                raise error
+            return x
+
+        return GraphedStep(step)
+
+    step = step_failing_in_capture(RuntimeError("operation not permitted when stream is capturing\nmore"))
+    step(torch.ones(8, 3))  # its first batch of a shape runs eagerly
+    with pytest.raises(
+        InputError,
+        match=r"could not record .* \[\(8, 3\)\] \(operation not permitted when stream is "
+        r"capturing\); .*training: cuda_graphs: false",
+    ):
+        step(torch.ones(8, 3))
+    events.clear()
+    step = step_failing_in_capture(torch.OutOfMemoryError("CUDA out of memory"))
+    step(torch.ones(2))
+    with pytest.raises(torch.OutOfMemoryError):
+        step(torch.ones(2))
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA GPU")

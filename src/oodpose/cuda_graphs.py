@@ -16,6 +16,8 @@ from collections.abc import Callable
 
 import torch
 
+from oodpose.errors import InputError
+
 Step = Callable[..., torch.Tensor]
 # A shape's graph is captured mid-run, while the loader's pin-memory thread keeps pinning batches: in CUDA's
 # default ("global") mode its host allocations would break the capture and fail that thread, and with it the
@@ -58,6 +60,16 @@ class GraphedStep:
         static_inputs = tuple(t.clone() for t in inputs)
         torch.cuda.synchronize()
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, pool=self.pool, capture_error_mode=CAPTURE_MODE):
-            static_output = self.step(*static_inputs)
+        try:
+            with torch.cuda.graph(graph, pool=self.pool, capture_error_mode=CAPTURE_MODE):
+                static_output = self.step(*static_inputs)
+        except torch.OutOfMemoryError:
+            raise  # the device's own message; a fused job says which number to change
+        except RuntimeError as err:  # an operation a graph cannot hold (a host sync, a dynamic shape): say the way out
+            raise InputError(
+                f"CUDA graphs could not record this network's training step on inputs of shape "
+                f"{[tuple(t.shape) for t in inputs]} ({str(err).splitlines()[0]}); train it without them "
+                "(config training: cuda_graphs: false, or leave out --cuda-graphs): the same kernels run eagerly, "
+                "and the cell resumes from its last snapshot"
+            ) from err
         return graph, static_inputs, static_output
