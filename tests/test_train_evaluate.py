@@ -390,6 +390,11 @@ def test_a_step_that_graphs_cannot_record_names_the_switch_to_turn_off(monkeypat
     ):
         step(torch.ones(8, 3))
     events.clear()
+    step = step_failing_in_capture(RuntimeError())  # no message: its type is quoted instead
+    step(torch.ones(2))
+    with pytest.raises(InputError, match=r"\[\(2,\)\] \(RuntimeError\); train it without them"):
+        step(torch.ones(2))
+    events.clear()
     step = step_failing_in_capture(torch.OutOfMemoryError("CUDA out of memory"))
     step(torch.ones(2))
     with pytest.raises(torch.OutOfMemoryError):

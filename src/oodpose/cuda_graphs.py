@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 import torch
 
-from oodpose.errors import InputError
+from oodpose.errors import InputError, first_line
 
 Step = Callable[..., torch.Tensor]
 # A shape's graph is captured mid-run, while the loader's pin-memory thread keeps pinning batches: in CUDA's
@@ -68,7 +68,7 @@ class GraphedStep:
         except RuntimeError as err:  # an operation a graph cannot hold (a host sync, a dynamic shape): say the way out
             raise InputError(
                 f"CUDA graphs could not record this network's training step on inputs of shape "
-                f"{[tuple(t.shape) for t in inputs]} ({str(err).splitlines()[0]}); train it without them "
+                f"{[tuple(t.shape) for t in inputs]} ({first_line(err)}); train it without them "
                 "(config training: cuda_graphs: false, or leave out --cuda-graphs): the same kernels run eagerly, "
                 "and the cell resumes from its last snapshot"
             ) from err

@@ -7,3 +7,8 @@ class InputError(ValueError):
 
 class NoSpaceError(InputError):
     """A full disk: not bad input, but as much the user's to fix, so it is told the same way."""
+
+
+def first_line(err: BaseException) -> str:
+    """An error's first line, to quote inside one sentence; its type where it has no message."""
+    return next(iter(str(err).splitlines()), type(err).__name__)

@@ -34,7 +34,7 @@ import torch
 
 from oodpose.backbones import Backbone, get_backbone
 from oodpose.device import job_workers, runtime
-from oodpose.errors import InputError
+from oodpose.errors import InputError, first_line
 from oodpose.schedule import Schedule
 from oodpose.settings import TrainConfig, fusion_group
 from oodpose.study import Cell, SearchCell
@@ -84,7 +84,7 @@ def train_with_group(config: TrainConfig, cell: Cell, study_config: dict) -> Pat
 def too_many_cells(device: torch.device, n: int, backbone: Backbone, err: Exception) -> str:
     """What to change when a fused job's cells did not fit its GPU: the backbone table's memory a cell."""
     return (
-        f"{device} ran out of memory training {n} {backbone.name} cells at once ({str(err).splitlines()[0]}); raise "
+        f"{device} ran out of memory training {n} {backbone.name} cells at once ({first_line(err)}); raise "
         f"{backbone.name}'s gpu_mem_mb ({backbone.gpu_mem_mb} MB a cell) in a copy of the backbone table, so that "
         "fewer share a GPU, or set training: fuse: false; each cell resumes from any snapshot it wrote"
     )
