@@ -34,6 +34,7 @@ localrules:
     prepare,
     aggregate,
     figures,
+    individuals,
     partial,
     search,
     select_schedules,

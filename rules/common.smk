@@ -179,6 +179,7 @@ def study_outputs(summary="summary"):
             "results/{dataset}/{summary}/findings.md",
             "results/{dataset}/{summary}/regressions.csv",
             "results/{dataset}/{summary}/figures/figure1.png",
+            "results/{dataset}/{summary}/figures/figure2.png",
             *searched,
             *(horse_c if HORSE_C else []),
         ],

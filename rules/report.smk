@@ -52,3 +52,23 @@ rule figures:
         summary_cells=lambda wildcards: [c.as_dict() for c in summary_cells(wildcards)],
     script:
         "../workflow/scripts/figures.py"
+
+
+rule individuals:
+    input:
+        cache=rules.prepare.output[0],
+    output:
+        table="results/{dataset}/{summary}/individuals.csv",
+        figure2=report(
+            "results/{dataset}/{summary}/figures/figure2.png",
+            caption="../report/figure2.rst",
+            category="3. Figures",
+        ),
+    log:
+        "results/logs/{dataset}/{summary}/individuals.log",
+    benchmark:
+        "results/benchmarks/{dataset}/{summary}/individuals.tsv"
+    conda:
+        "../envs/oodpose.yaml"
+    script:
+        "../workflow/scripts/individuals.py"

@@ -4,6 +4,9 @@ import pytest
 
 from oodpose import analysis, figures
 from oodpose.aggregate import with_backbones
+from oodpose.cli import main
+from oodpose.data.cache import Cache
+from oodpose.data.individuals import WITHIN_DOMAIN, individual_table
 from oodpose.errors import InputError
 from oodpose.study import CELL, SETS
 
@@ -142,3 +145,30 @@ def test_figures_render_and_name_missing_cells(tmp_path, monkeypatch):
     figures.figure3c([("a", image, np.ones((2, 2)), np.ones((2, 2)) * 3)] * 3, tmp_path / "f3c", missing)
     for name in ("f1", "f3ab", "curves", "f5b", "f3c"):
         assert (tmp_path / f"{name}.png").stat().st_size > 5000 and (tmp_path / f"{name}.pdf").exists()
+
+
+def test_figure2_shows_each_individuals_frame_the_first_splits_within_domain_ones_first(
+    synthetic_cache, tmp_path, monkeypatch
+):
+    cache = Cache(synthetic_cache)
+    table = individual_table(cache.index, cache.splits)
+    panels = []
+
+    def keep_panels(fig, path):
+        panels.extend((ax.get_title(), ax.get_images()[0].get_array().shape) for ax in fig.axes if ax.get_images())
+        figures.plt.close(fig)
+
+    monkeypatch.setattr(figures, "save", keep_panels)
+    figures.figure2(table, cache, tmp_path / "f2")
+    within = table[table["split1"] == WITHIN_DOMAIN]
+    order = [*within.itertuples(), *table[table["split1"] != WITHIN_DOMAIN].itertuples()]
+    assert len(within) == 2 and len(panels) == len(table) == 5
+    for (title, shape), individual in zip(panels, order):
+        sides = " ".join("w" if individual[i] == WITHIN_DOMAIN else "o" for i in (-3, -2, -1))  # split1..3
+        row = cache.index["frame"].tolist().index(individual.example_frame)
+        assert (title, shape) == (f"{individual.individual}\n{sides}", (*cache.sizes[row][::-1], 3))
+    monkeypatch.undo()
+    main(["individuals", str(synthetic_cache), str(tmp_path / "summary")])  # the individuals rule's work
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "summary" / "individuals.csv"), table)
+    figure = tmp_path / "summary" / "figures" / "figure2.png"
+    assert figure.stat().st_size > 5000 and figure.with_suffix(".pdf").exists()

@@ -55,7 +55,7 @@ def test_test_study_runs_through_slurm_with_gpu_requests(cluster, tmp_path):
     assert len(train) == 4  # 2 inits x 2 splits, each its own sbatch job
     assert all("gpu:fake:1" in job.get("TresPerJob", "") + job.get("TresPerNode", "") for job in train), train[0]
     assert all(job["Partition"] == "gpu" and job["JobState"] == "COMPLETED" for job in train)
-    local = {"synthesize", "prepare", "aggregate", "figures"}
+    local = {"synthesize", "prepare", "aggregate", "figures", "individuals"}
     assert not any(rule in job.get("Comment", "") for job in jobs for rule in local)  # localrules stay local
 
 

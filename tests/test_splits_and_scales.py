@@ -2,10 +2,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from oodpose.data.cache import Cache
+from oodpose.data.individuals import BOTH, OUT_OF_DOMAIN, UNUSED, WITHIN_DOMAIN, individual_table
 from oodpose.data.labels import Labels, read_labels
 from oodpose.data.scales import frame_scales, individual_scales
 from oodpose.data.splits import make_splits, official_split_files, read_official_splits, training_subset
 from oodpose.errors import InputError
+from oodpose.study import OOD, TRAIN, WITHIN
 
 OFFICIAL_SIZES = {1: (1470, 1459, 5185), 2: (1564, 1432, 5118), 3: (1386, 1329, 5399)}
 
@@ -115,3 +118,87 @@ def test_real_project_scales_need_named_bodyparts(shared_data):
     with pytest.raises(InputError, match="set `scale_bodyparts`"):
         individual_scales(labels, ("Nose", "Eye"))
     assert individual_scales(labels, ("leftear", "rightear"))["m4s1"] > 0
+
+
+# The extended paper's supplementary table 1 (WACV 2021): per horse, its labelled frames, its nose-to-eye
+# distance in pixels, and within (w) or out of domain (o) in shuffles 1, 2 and 3.
+HORSE10_INDIVIDUALS = """
+BrownHorseinShadow 308 22.3 oow
+BrownHorseintoshadow 289 17.4 ooo
+Brownhorselight 306 15.57 owo
+Brownhorseoutofshadow 341 16.22 oww
+ChestnutHorseLight 318 35.55 wwo
+Chestnuthorseongrass 376 12.9 oww
+GreyHorseLightandShadow 356 14.41 wwo
+GreyHorseNoShadowBadLight 286 16.46 wow
+TwoHorsesinvideobothmoving 181 13.84 oow
+Twohorsesinvideoonemoving 252 16.51 www
+Sample1 174 24.78 ooo
+Sample2 330 16.5 ooo
+Sample3 342 16.08 ooo
+Sample4 305 18.51 oow
+Sample5 295 16.89 woo
+Sample6 376 12.3 ooo
+Sample7 262 18.52 woo
+Sample8 388 12.5 wwo
+Sample9 359 12.43 ooo
+Sample10 235 25.18 ooo
+Sample11 256 19.16 owo
+Sample12 288 17.86 wow
+Sample13 244 25.78 www
+Sample14 168 25.55 ooo
+Sample15 154 26.53 ooo
+Sample16 212 15.43 ooo
+Sample17 240 10.04 woo
+Sample18 159 29.55 owo
+Sample19 134 13.44 oow
+Sample20 180 28.57 ooo
+"""
+
+
+def test_horse10s_individuals_are_the_extended_papers_supplementary_table(shared_data):
+    """The official split files and scales, read as a cache holds them, give every horse the paper's frames,
+    nose-to-eye distance and side of each shuffle."""
+    root = shared_data / "horse10-benchmark"
+    labels = horse10_labels(shared_data)
+    index = labels.frames.assign(scale=frame_scales(root, labels, ("Nose", "Eye")))
+    splits = read_official_splits(official_split_files(root), labels)
+    splits["frame"] = pd.Series(range(len(index)), index=index["frame"])[splits["frame"]].to_numpy()
+    table = individual_table(index, splits).set_index("individual")
+    side = {"w": WITHIN_DOMAIN, "o": OUT_OF_DOMAIN}
+    for line in HORSE10_INDIVIDUALS.strip().splitlines():
+        horse, frames, scale, sides = line.split()
+        row = table.loc[horse]
+        assert (row["frames"], row["scale_px"]) == (int(frames), pytest.approx(float(scale), abs=0.0051))  # 2 dp
+        assert [row[f"split{k}"] for k in (1, 2, 3)] == [side[s] for s in sides], horse
+    assert len(table) == 30 and table["example_frame"].str.split("/").str[1].eq(table.index).all()
+
+
+def test_each_individual_is_on_the_side_of_each_split_its_cells_see(synthetic_cache):
+    cache = Cache(synthetic_cache)
+    table = individual_table(cache.index, cache.splits)
+    assert table["individual"].tolist() == cache.index["individual"].unique().tolist()
+    assert table["frames"].sum() == len(cache.index)
+    individuals = cache.index["individual"].to_numpy()
+    for split in sorted(cache.splits["split"].unique()):
+        within = {*individuals[cache.frames(split, 50, TRAIN)], *individuals[cache.frames(split, 50, WITHIN)]}
+        ood = set(individuals[cache.frames(split, 50, OOD)])
+        sides = table.set_index("individual")[f"split{split}"]
+        assert set(sides[sides == WITHIN_DOMAIN].index) == within and len(within) == 2  # n_train_individuals
+        assert set(sides[sides == OUT_OF_DOMAIN].index) == ood
+
+
+def test_a_split_that_leaks_or_leaves_out_an_individual_says_so():
+    index = pd.DataFrame(
+        {"frame": list("abcdef"), "individual": ["h1", "h1", "h2", "h2", "h3", "h3"], "scale": 10.0}
+    ).assign(width=288, height=162)
+    splits = pd.DataFrame(
+        {
+            "split": [1] * 6 + [2] * 4,
+            "frame": [*range(6), 0, 1, 2, 3],
+            "role": [TRAIN, OOD, WITHIN, TRAIN, OOD, OOD] + [TRAIN, WITHIN, OOD, OOD],
+        }
+    )
+    table = individual_table(index, splits).set_index("individual")
+    assert table["split1"].tolist() == [BOTH, WITHIN_DOMAIN, OUT_OF_DOMAIN]
+    assert table["split2"].tolist() == [WITHIN_DOMAIN, OUT_OF_DOMAIN, UNUSED]

@@ -14,7 +14,6 @@ def test_layout_is_readable_by_the_same_reader(synthetic_dataset):
     assert len(labels.frames) == 150 and labels.frames["individual"].nunique() == 5
     for k in (1, 2, 3):
         assert (synthetic_dataset / f"TrainTestInfo_shuffle{k}.csv").exists()
-    assert (synthetic_dataset / "contact_sheet.png").exists()
     scales = pd.read_hdf(synthetic_dataset / "Horsescale.h5")["scale"]
     assert list(scales.index) == list(labels.frames["frame"])
 

@@ -69,6 +69,7 @@ def test_paper_config_dry_run_counts(workdir):
     counts = job_counts(snakemake(workdir, "-n", "--quiet", "rules").stdout)  # config/config.yaml, from nothing
     assert counts["train"] == 156 and counts["evaluate"] == 156
     assert counts["download_horse10"] == counts["prepare"] == counts["aggregate"] == counts["figures"] == 1
+    assert counts["individuals"] == 1  # the dataset's individuals and Figure 2, from its cache alone
     assert counts["fetch_weights"] == 13  # every paper backbone's weights (timm hub, Keras), fetched once
     plan = snakemake(workdir, "-n").stdout
     pretrained = [job for job in plan.split("rule train:")[1:] if "/imagenet/" in job.split("output:")[1].split()[0]]
@@ -236,9 +237,10 @@ def test_end_to_end_produces_every_output(finished_run):
         "table1.md",
         "findings.csv",
         "findings.md",
+        "individuals.csv",
     ]:
         assert (summary / name).stat().st_size > 0, name
-    for figure in ["figure1", "figure3ab", "figure3c", "figure4_5a", "figure5b"]:
+    for figure in ["figure1", "figure2", "figure3ab", "figure3c", "figure4_5a", "figure5b"]:
         for ext in ("png", "pdf"):
             assert (summary / "figures" / f"{figure}.{ext}").stat().st_size > 1000
     config = yaml.safe_load((finished_run / "config" / "test.yaml").read_text())

@@ -70,6 +70,9 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("summary", help="a folder `oodpose aggregate` wrote")
     s.add_argument("cells", nargs="+", metavar="cell", help="the evaluated cell folders (their predictions.h5)")
     s.add_argument("--cache", required=True, help="the cache the cells were evaluated on")
+    s = command("individuals", help="a dataset's individuals and their side of each split, and the paper's Figure 2")
+    s.add_argument("cache_path", metavar="cache", help="a folder `oodpose prepare` wrote")
+    s.add_argument("out", help="folder for individuals.csv and figures/figure2.png (as a summary holds them)")
     s = command("check-config", help="check study config files (YAML and schema), naming the line or key at fault")
     s.add_argument("files", nargs="+", metavar="file")
     s.add_argument(
@@ -227,6 +230,13 @@ def run(command: str, options: dict) -> None:
         aggregate_cells(options)
     elif command == "figures":
         draw_cell_figures(options)
+    elif command == "individuals":
+        from pathlib import Path
+
+        from oodpose.data.individuals import write_individuals
+
+        out = Path(options["out"])
+        write_individuals(options["cache_path"], out / "individuals.csv", out / "figures" / "figure2.png")
     elif command == "check-config":
         check_config_files(options["files"], options.get("merged", False))
 

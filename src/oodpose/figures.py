@@ -17,12 +17,14 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from oodpose.analysis import final, missing_cells, paired_errors  # noqa: E402
+from oodpose.data.individuals import BOTH, OUT_OF_DOMAIN, UNUSED, WITHIN_DOMAIN, split_columns  # noqa: E402
 from oodpose.study import OOD, PRETRAINED, SCRATCH, TRAIN, WITHIN, Cell  # noqa: E402
 
 SET_NAMES = {TRAIN: "train", WITHIN: "test", OOD: "out of domain"}
 INIT_NAMES = {PRETRAINED: "pretrained", SCRATCH: "from scratch"}
 PALETTE = {"train": "tab:blue", "test": "tab:red", "out of domain": "grey"}  # the paper's colours
 DASHES = {"pretrained": (4, 2), "from scratch": ""}  # the paper: scratch solid, pretrained dashed
+SIDE_LETTERS = {WITHIN_DOMAIN: "w", OUT_OF_DOMAIN: "o", BOTH: "w+o", UNUSED: "-"}  # Figure 2's titles
 
 
 def readable(metrics: pd.DataFrame) -> pd.DataFrame:
@@ -233,6 +235,34 @@ def figure3c(examples: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]], pat
     for ax in axes.ravel():
         ax.axis("off")
     fig.suptitle(f"Out-of-domain frames: labels (o) vs predictions (x){missing_note(missing)}", fontsize=9)
+    save(fig, path)
+
+
+def figure2(table: pd.DataFrame, cache, path: Path, columns: int = 6) -> None:
+    """The paper's Figure 2: a frame of each individual, the first split's within-domain individuals first;
+    `table` as `oodpose.data.individuals.individual_table`'s, each title giving the individual's side of every
+    split (w = within domain, o = out of domain) in the paper's colours for the first split's."""
+    splits = split_columns(table)
+    table = table.sort_values(splits[0], key=lambda side: side != WITHIN_DOMAIN, kind="stable")
+    rows = pd.Series(np.arange(len(cache.index)), index=cache.index["frame"])[table["example_frame"]].to_numpy()
+    columns = min(columns, len(table))
+    n_rows = -(-len(table) // columns)
+    fig, axes = plt.subplots(n_rows, columns, figsize=(1.7 * columns, 1.25 * n_rows), squeeze=False)
+    for ax, row, (_, individual) in zip(axes.ravel(), rows, table.iterrows()):
+        width, height = cache.sizes[row]
+        ax.imshow(cache.images[row, :height, :width])
+        sides = " ".join(SIDE_LETTERS[individual[s]] for s in splits)
+        colour = PALETTE["test" if individual[splits[0]] == WITHIN_DOMAIN else "out of domain"]
+        ax.set_title(f"{individual['individual']}\n{sides}", fontsize=6, color=colour)
+    for ax in axes.ravel():
+        ax.axis("off")
+    within = int((table[splits[0]] == WITHIN_DOMAIN).sum())
+    numbers = [s.removeprefix("split") for s in splits]
+    fig.suptitle(
+        f"One frame of each individual: the {within} within domain in split {numbers[0]} (red) first, then the "
+        f"others (grey); w/o: within or out of domain in splits {', '.join(numbers)}",
+        fontsize=8,
+    )
     save(fig, path)
 
 

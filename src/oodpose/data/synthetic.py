@@ -3,7 +3,7 @@
 The same reader serves synthetic and real data. The generator writes a single-animal DeepLabCut project,
 ``config.yaml`` and ``labeled-data/<horse>/NNNN.png`` with ``CollectedData_synthetic.h5`` and ``.csv`` in
 each folder, then Horse-10's extras: one ``TrainTestInfo_shuffle{k}.csv`` per split (`n_splits`) and
-``Horsescale.h5``; and a ``contact_sheet.png`` with one frame per horse (like the paper's Figure 2).
+``Horsescale.h5``. (The workflow's Figure 2 shows a frame of each horse, `oodpose.data.individuals`.)
 
 Each horse is a filled body, neck and head with four jointed legs whose joints sit at the 22
 Horse-10 keypoints, walking in a lateral-sequence gait while the camera pans. Horses differ as
@@ -446,19 +446,4 @@ def generate(out: str | Path, settings: SyntheticSettings | None = None, workers
         )
         splits = make_splits(labels, s.n_splits, min(s.n_train_individuals, s.n_individuals), s.seed)
         splits_to_official(splits, tmp)
-        contact_sheet(tmp, horses).save(tmp / "contact_sheet.png")
     return out
-
-
-def contact_sheet(root: Path, horses: list[Horse], columns: int = 6) -> Image.Image:
-    """One frame per horse in a grid, named, like the paper's Figure 2."""
-    tiles = [Image.open(root / "labeled-data" / h.name / f"{h.n_frames // 2:04d}.png").convert("RGB") for h in horses]
-    w, h = tiles[0].size
-    rows = math.ceil(len(tiles) / columns)
-    sheet = Image.new("RGB", (columns * w, rows * (h + 14)), (255, 255, 255))
-    draw = ImageDraw.Draw(sheet)
-    for i, (tile, horse) in enumerate(zip(tiles, horses)):
-        x, y = (i % columns) * w, (i // columns) * (h + 14)
-        sheet.paste(tile, (x, y))
-        draw.text((x + 3, y + h + 1), horse.name, fill=(0, 0, 0))
-    return sheet
