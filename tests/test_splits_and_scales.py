@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -6,7 +8,13 @@ from oodpose.data.cache import Cache
 from oodpose.data.individuals import BOTH, OUT_OF_DOMAIN, UNUSED, WITHIN_DOMAIN, individual_table
 from oodpose.data.labels import Labels, read_labels
 from oodpose.data.scales import frame_scales, individual_scales
-from oodpose.data.splits import make_splits, official_split_files, read_official_splits, training_subset
+from oodpose.data.splits import (
+    make_splits,
+    official_split_files,
+    read_official_splits,
+    splits_to_official,
+    training_subset,
+)
 from oodpose.errors import InputError
 from oodpose.study import OOD, TRAIN, WITHIN
 
@@ -56,6 +64,43 @@ def toy_labels(n_individuals=6, frames_each=20, seed=0) -> Labels:
     )
     keypoints = rng.uniform(0, 80, (len(names), 2, 2)).astype(np.float32)
     return Labels(frames, keypoints, ("Nose", "Eye"), "x")
+
+
+def official_files_with(tmp_path: Path, labels: Labels, move: dict[str, str]) -> list[Path]:
+    """Split files made from generated splits, with each frame in `move` put in another role as well (a
+    repeated frame) or, for a role prefixed by "only:", instead."""
+    splits = make_splits(labels, n_splits=1, n_train_individuals=2, seed=7)
+    extra = []
+    for frame, role in move.items():
+        if role.startswith("only:"):
+            splits.loc[splits["frame"] == frame, "role"] = role.removeprefix("only:")
+        else:
+            extra.append(pd.DataFrame({"split": [1], "frame": [frame], "role": [role]}))
+    return splits_to_official(pd.concat([splits, *extra], ignore_index=True), tmp_path)
+
+
+def test_a_split_file_that_tests_a_frame_it_lists_twice_is_refused(tmp_path):
+    labels = toy_labels()
+    files = official_files_with(tmp_path, labels, {})
+    trained = pd.read_csv(files[0])["trainIndices"].iloc[0]
+    files = official_files_with(tmp_path, labels, {trained: WITHIN})
+    with pytest.raises(
+        InputError, match=rf"shuffle1.csv: 1 frames .* e.g. {trained} in \['trainIndices', 'testIndices_withinDomain'\]"
+    ):
+        read_official_splits(files, labels)
+
+
+def test_a_split_file_with_an_individual_on_both_sides_is_refused(tmp_path):
+    """Its out-of-domain frames would not be unseen: every OOD statistic of the split would be silently wrong."""
+    labels = toy_labels()
+    trained = pd.read_csv(official_files_with(tmp_path, labels, {})[0])["trainIndices"].iloc[0]
+    files = official_files_with(tmp_path, labels, {trained: f"only:{OOD}"})
+    horse = trained.split("/")[1]
+    with pytest.raises(
+        InputError, match=rf"shuffle1.csv: individual '{horse}' has frames both in testIndices_acrossDomain"
+    ):
+        read_official_splits(files, labels)
+    assert len(read_official_splits(official_files_with(tmp_path, labels, {}), labels)) == len(labels.frames)
 
 
 def test_generated_splits_properties():

@@ -5,6 +5,7 @@ the other half are the within-domain test; every frame of the other individuals 
 (OOD). A smaller fraction f takes a seeded subset of round(f/100 x frames of the training
 individuals) from the 50% training frames, so it is nested in it; the test sets do not change with
 the fraction, so results at both fractions are measured on the same frames.
+Official split files are read as they are, and refused where their test is not held out.
 
 A schedule search scored on validation horses holds some training individuals out of a split
 (`validation_individuals`): their training frames are not trained on but scored, standing in for
@@ -36,12 +37,14 @@ def official_split_files(root: Path) -> list[Path]:
 def read_official_splits(files: list[Path], labels: Labels) -> pd.DataFrame:
     """The official 50% splits as a (split, frame, role) table, split numbered from 1 by file order."""
     known = set(labels.frames["frame"])
-    rows = []
+    individual = labels.frames.set_index("frame")["individual"]
+    splits = []
     for split, path in enumerate(files, start=1):
         table = pd.read_csv(path, index_col=0)
         missing_cols = set(OFFICIAL_COLUMNS) - set(table.columns)
         if missing_cols:
             raise InputError(f"{path}: split file lacks columns {sorted(missing_cols)}")
+        rows = []
         for column, role in OFFICIAL_COLUMNS.items():
             frames = table[column].dropna().astype(str).str.replace("\\", "/").tolist()
             unknown = [f for f in frames if f not in known]
@@ -49,8 +52,32 @@ def read_official_splits(files: list[Path], labels: Labels) -> pd.DataFrame:
                 raise InputError(
                     f"{path}: {len(unknown)} frames in column {column} are not in the labels, e.g. {unknown[:3]}"
                 )
-            rows.append(pd.DataFrame({"split": split, "frame": frames, "role": role}))
-    return pd.concat(rows, ignore_index=True)
+            rows.append(pd.DataFrame({"split": split, "frame": frames, "role": role, "column": column}))
+        splits.append(check_held_out(path, pd.concat(rows, ignore_index=True), individual))
+    return pd.concat(splits, ignore_index=True)
+
+
+def check_held_out(path: Path, split: pd.DataFrame, individual: pd.Series) -> pd.DataFrame:
+    """Refuses a split file whose test is not held out: a frame listed twice (tested on what trains, or counted
+    twice), or an individual with frames on both sides, whose out-of-domain frames would not be unseen."""
+    repeated = split[split["frame"].duplicated(keep=False)]
+    if not repeated.empty:
+        frame = repeated["frame"].iloc[0]
+        columns = repeated.loc[repeated["frame"] == frame, "column"].tolist()
+        raise InputError(
+            f"{path}: {repeated['frame'].nunique()} frames are listed more than once, e.g. {frame} in {columns}; "
+            "list each frame in one column once"
+        )
+    sides = split.assign(individual=individual[split["frame"]].to_numpy(), ood=split["role"] == OOD)
+    both = sides.groupby("individual")["ood"].nunique().loc[lambda n: n > 1]
+    if not both.empty:
+        raise InputError(
+            f"{path}: individual {both.index[0]!r} has frames both in testIndices_acrossDomain and in the training "
+            f"or within-domain columns ({len(both)} such individuals), so its out-of-domain frames are not unseen; "
+            "put all of its frames on one side (if its folders show different animals, name them apart in the "
+            "dataset's `individuals` file)"
+        )
+    return split.drop(columns="column")
 
 
 def make_splits(labels: Labels, n_splits: int, n_train_individuals: int, seed: int) -> pd.DataFrame:
