@@ -103,6 +103,16 @@ def test_a_split_file_with_an_individual_on_both_sides_is_refused(tmp_path):
     assert len(read_official_splits(official_files_with(tmp_path, labels, {}), labels)) == len(labels.frames)
 
 
+def test_a_split_file_that_tests_within_domain_an_individual_it_never_trains_is_refused(tmp_path):
+    labels = toy_labels()
+    table = pd.read_csv(official_files_with(tmp_path, labels, {})[0])
+    horse = table["trainIndices"].iloc[0].split("/")[1]
+    own = [f for f in table["trainIndices"].dropna() if f.split("/")[1] == horse]
+    files = official_files_with(tmp_path, labels, dict.fromkeys(own, f"only:{WITHIN}"))
+    with pytest.raises(InputError, match=rf"shuffle1.csv: individual '{horse}' has within-domain test frames but no"):
+        read_official_splits(files, labels)
+
+
 def test_generated_splits_properties():
     labels = toy_labels()
     base = make_splits(labels, n_splits=3, n_train_individuals=2, seed=7)

@@ -58,8 +58,9 @@ def read_official_splits(files: list[Path], labels: Labels) -> pd.DataFrame:
 
 
 def check_held_out(path: Path, split: pd.DataFrame, individual: pd.Series) -> pd.DataFrame:
-    """Refuses a split file whose test is not held out: a frame listed twice (tested on what trains, or counted
-    twice), or an individual with frames on both sides, whose out-of-domain frames would not be unseen."""
+    """Refuses a split file whose sets are not what they claim: a frame listed twice (tested on what trains, or
+    counted twice), an individual with frames on both sides (its out-of-domain frames would not be unseen), or
+    one tested within domain that never trains."""
     repeated = split[split["frame"].duplicated(keep=False)]
     if not repeated.empty:
         frame = repeated["frame"].iloc[0]
@@ -68,14 +69,21 @@ def check_held_out(path: Path, split: pd.DataFrame, individual: pd.Series) -> pd
             f"{path}: {repeated['frame'].nunique()} frames are listed more than once, e.g. {frame} in {columns}; "
             "list each frame in one column once"
         )
-    sides = split.assign(individual=individual[split["frame"]].to_numpy(), ood=split["role"] == OOD)
-    both = sides.groupby("individual")["ood"].nunique().loc[lambda n: n > 1]
-    if not both.empty:
+    roles = split.groupby(individual[split["frame"]].to_numpy())["role"].agg(set)
+    both = roles[roles.map(lambda r: OOD in r and bool(r & {TRAIN, WITHIN}))].index
+    if len(both):
         raise InputError(
-            f"{path}: individual {both.index[0]!r} has frames both in testIndices_acrossDomain and in the training "
+            f"{path}: individual {both[0]!r} has frames both in testIndices_acrossDomain and in the training "
             f"or within-domain columns ({len(both)} such individuals), so its out-of-domain frames are not unseen; "
             "put all of its frames on one side (if its folders show different animals, name them apart in the "
             "dataset's `individuals` file)"
+        )
+    untrained = roles[roles.map(lambda r: WITHIN in r and TRAIN not in r)].index
+    if len(untrained):
+        raise InputError(
+            f"{path}: individual {untrained[0]!r} has within-domain test frames but no training frames "
+            f"({len(untrained)} such individuals), so it is not within domain; move its frames to trainIndices or "
+            "testIndices_acrossDomain"
         )
     return split.drop(columns="column")
 
