@@ -247,7 +247,8 @@ def figure2(table: pd.DataFrame, cache, path: Path, columns: int = 6) -> None:
     rows = pd.Series(np.arange(len(cache.index)), index=cache.index["frame"])[table["example_frame"]].to_numpy()
     columns = min(columns, len(table))
     n_rows = -(-len(table) // columns)
-    fig, axes = plt.subplots(n_rows, columns, figsize=(1.7 * columns, 1.25 * n_rows), squeeze=False)
+    size = (max(1.7 * columns, 4.0), 1.25 * n_rows + 0.4)
+    fig, axes = plt.subplots(n_rows, columns, figsize=size, squeeze=False, layout="constrained")
     for ax, row, (_, individual) in zip(axes.ravel(), rows, table.iterrows()):
         width, height = cache.sizes[row]
         ax.imshow(cache.images[row, :height, :width])
@@ -260,8 +261,8 @@ def figure2(table: pd.DataFrame, cache, path: Path, columns: int = 6) -> None:
     numbers = [s.removeprefix("split") for s in splits]
     fig.suptitle(
         f"One frame of each individual: the {within} within domain in split {numbers[0]} (red) first, then the "
-        f"others (grey); w/o: within or out of domain in splits {', '.join(numbers)}",
-        fontsize=8,
+        f"others (grey);\nunder each name, w or o: within or out of domain in splits {', '.join(numbers)}",
+        fontsize=7,
     )
     save(fig, path)
 
