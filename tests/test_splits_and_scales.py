@@ -168,6 +168,22 @@ def test_individual_without_scale_pair_is_named():
         individual_scales(labels, ("Snout", "Eye"))
 
 
+@pytest.mark.parametrize("bad", [0.0, -3.0, np.inf])
+def test_a_scale_file_whose_scale_is_not_a_positive_number_is_refused(tmp_path, bad):
+    """Every error is divided by the frame's scale: a zero, negative or infinite one would make its errors
+    infinite, negative or zero, silently."""
+    labels = toy_labels(n_individuals=2)
+    scales = pd.DataFrame({"scale": 15.0}, index=labels.frames["frame"].tolist())
+    scales.iloc[7, 0] = bad
+    scales.to_hdf(tmp_path / "Horsescale.h5", key="df_with_missing")
+    frame = labels.frames["frame"].iloc[7]
+    with pytest.raises(InputError, match=rf"Horsescale.h5: 1 frames .* not a positive number, e.g. {frame}: {bad}"):
+        frame_scales(tmp_path, labels)
+    scales.iloc[7, 0] = 15.0
+    scales.to_hdf(tmp_path / "Horsescale.h5", key="df_with_missing")
+    assert (frame_scales(tmp_path, labels) == 15.0).all()
+
+
 def test_real_project_scales_need_named_bodyparts(shared_data):
     labels = read_labels(shared_data / "dlc-openfield")
     with pytest.raises(InputError, match="set `scale_bodyparts`"):

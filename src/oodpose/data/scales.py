@@ -30,6 +30,13 @@ def frame_scales(root: Path, labels: Labels, scale_bodyparts: tuple[str, str] | 
         missing = labels.frames["frame"][np.isnan(scales)].tolist()
         if missing:
             raise InputError(f"{path}: no scale for {len(missing)} labelled frames, e.g. {missing[:3]}")
+        unusable = ~(np.isfinite(scales) & (scales > 0))  # every error is divided by it
+        if unusable.any():
+            frame, value = labels.frames["frame"][unusable].iloc[0], scales[unusable][0]
+            raise InputError(
+                f"{path}: {int(unusable.sum())} frames have a scale that is not a positive number, e.g. {frame}: "
+                f"{value}; give each frame its individual's nose-to-eye distance in pixels"
+            )
         return scales
     per_individual = individual_scales(labels, scale_bodyparts or default_scale_bodyparts(labels.bodyparts))
     return labels.frames["individual"].map(per_individual).to_numpy(dtype=np.float64)
