@@ -129,6 +129,15 @@ def test_generated_splits_properties():
     assert base.groupby("split").apply(lambda t: frozenset(t[t.role == "train"].frame)).nunique() > 1
 
 
+def test_a_generated_training_individual_with_one_frame_trains_on_it(tmp_path):
+    """Half of one frame rounds to none: it was tested within domain without ever training, which the split
+    files it was written to then failed to read."""
+    labels = toy_labels(n_individuals=4, frames_each=1)
+    splits = make_splits(labels, n_splits=3, n_train_individuals=2, seed=7)
+    assert set(splits["role"]) == {TRAIN, OOD}
+    read_official_splits(splits_to_official(splits, tmp_path), labels)
+
+
 def test_smaller_fractions_are_nested_seeded_per_split_and_need_no_other_fraction():
     train = np.arange(100, 140)
     five = training_subset(train, 80, split=2, fraction=5, seed=7)

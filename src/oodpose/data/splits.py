@@ -107,7 +107,7 @@ def make_splits(labels: Labels, n_splits: int, n_train_individuals: int, seed: i
                 rows.append(pd.DataFrame({"split": split, "frame": names, "role": OOD}))
                 continue
             order = rng.permutation(len(names))
-            half = int(round(len(names) / 2))
+            half = max(int(round(len(names) / 2)), 1)  # one frame at least: a horse tested within domain trains
             role = np.where(np.isin(np.arange(len(names)), order[:half]), TRAIN, WITHIN)
             rows.append(pd.DataFrame({"split": split, "frame": names, "role": role}))
     return pd.concat(rows, ignore_index=True)
