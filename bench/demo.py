@@ -33,12 +33,19 @@ from common import REPO, machine, publish_run, run_arguments, timed_snakemake, w
 from oodpose.study import OOD, PRETRAINED, WITHIN  # noqa: E402
 
 SUMMARY = Path("results", "synthetic", "summary")  # the study's summary, in the run's folder
-PUBLISHED = ("figures/figure1.png", "figures/figure4_5a.png", "figures/figure5b.png", "findings.md")  # in SUMMARY
+PUBLISHED = (  # in SUMMARY
+    "figures/figure2.png",
+    "figures/figure1.png",
+    "figures/figure4_5a.png",
+    "figures/figure5b.png",
+    "findings.md",
+)
 HORSE_C_PUBLISHED = ("figures/corruptions.png", "corruptions/mce.csv")  # in SUMMARY, when the study has Horse-C
 HORSE_C_JOBS = ("corrupt", "evaluate_corrupted")
 TARGETS = {"config/demo.yaml": (900, 0.5), "config/laptop.yaml": (7200, 0.7)}  # wall s, pretrained within PCK
 TITLES = {"config/demo.yaml": "The demo", "config/laptop.yaml": "The laptop study"}
 FIGURES = {
+    "figure2.png": "Figure 2: a frame of each horse, split 1's within-domain horses (red) first",
     "figure1.png": "Figure 1: normalised error against ImageNet top-1, per set and init",
     "figure4_5a.png": "Figures 4 and 5A: normalised error during training, per backbone",
     "figure5b.png": "Figure 5B: final normalised error, from scratch against pretrained",
