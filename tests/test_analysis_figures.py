@@ -6,7 +6,8 @@ from oodpose import analysis, figures
 from oodpose.aggregate import with_backbones
 from oodpose.cli import main
 from oodpose.data.cache import Cache
-from oodpose.data.individuals import WITHIN_DOMAIN, individual_table
+from oodpose.data.individuals import individual_table
+from oodpose.data.splits import WITHIN_DOMAIN
 from oodpose.errors import InputError
 from oodpose.study import CELL, SETS
 

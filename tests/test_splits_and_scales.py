@@ -5,10 +5,13 @@ import pandas as pd
 import pytest
 
 from oodpose.data.cache import Cache
-from oodpose.data.individuals import BOTH, OUT_OF_DOMAIN, UNUSED, WITHIN_DOMAIN, individual_table
+from oodpose.data.individuals import UNUSED, individual_table
 from oodpose.data.labels import Labels, read_labels
 from oodpose.data.scales import frame_scales, individual_scales
 from oodpose.data.splits import (
+    BOTH,
+    OUT_OF_DOMAIN,
+    WITHIN_DOMAIN,
     make_splits,
     official_split_files,
     read_official_splits,

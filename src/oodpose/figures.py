@@ -17,7 +17,8 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from oodpose.analysis import final, missing_cells, paired_errors  # noqa: E402
-from oodpose.data.individuals import BOTH, OUT_OF_DOMAIN, UNUSED, WITHIN_DOMAIN, split_columns  # noqa: E402
+from oodpose.data.individuals import UNUSED, split_columns  # noqa: E402
+from oodpose.data.splits import BOTH, OUT_OF_DOMAIN, WITHIN_DOMAIN  # noqa: E402
 from oodpose.study import OOD, PRETRAINED, SCRATCH, TRAIN, WITHIN, Cell  # noqa: E402
 
 SET_NAMES = {TRAIN: "train", WITHIN: "test", OOD: "out of domain"}

@@ -13,10 +13,9 @@ import pandas as pd
 
 from oodpose.atomic import atomic_file
 from oodpose.data.cache import Cache
-from oodpose.study import OOD, TRAIN, WITHIN
+from oodpose.data.splits import side
 
-WITHIN_DOMAIN, OUT_OF_DOMAIN = "within domain", "out of domain"
-BOTH, UNUSED = "within and out of domain", "unused"  # a split that leaks an individual, or leaves it out
+UNUSED = "unused"  # a split that leaves an individual's frames out
 
 
 def split_column(split: int) -> str:
@@ -24,17 +23,12 @@ def split_column(split: int) -> str:
 
 
 def individual_sides(index: pd.DataFrame, splits: pd.DataFrame) -> pd.DataFrame:
-    """Per individual (rows) and split (columns `split<k>`): within domain if its frames train or test within
-    domain, out of domain if they test out of domain, both if a split mixes them (a leak worth seeing), unused
-    if a split leaves its frames out; `index` as a cache's, `splits` its (split, frame row, role) table."""
+    """Per individual (rows) and split (columns `split<k>`): its side (`oodpose.data.splits.side`: within or out
+    of domain, or both where a split leaks it), or unused where a split leaves its frames out; `index` as a
+    cache's, `splits` its (split, frame row, role) table."""
     roles = splits.assign(individual=index["individual"].to_numpy()[splits["frame"].to_numpy()])
-    sides = roles.groupby(["individual", "split"])["role"].agg(side).unstack("split")
+    sides = roles.groupby(["individual", "split"])["role"].agg(set).map(side).unstack("split")
     return sides.reindex(index["individual"].unique()).fillna(UNUSED).rename(columns=split_column)
-
-
-def side(roles: pd.Series) -> str:
-    ood, within = roles.eq(OOD).any(), roles.isin([TRAIN, WITHIN]).any()
-    return BOTH if ood and within else OUT_OF_DOMAIN if ood else WITHIN_DOMAIN
 
 
 def individual_table(index: pd.DataFrame, splits: pd.DataFrame) -> pd.DataFrame:

@@ -26,6 +26,14 @@ from oodpose.study import OOD, TRAIN, WITHIN
 OFFICIAL_COLUMNS = {"trainIndices": TRAIN, "testIndices_withinDomain": WITHIN, "testIndices_acrossDomain": OOD}
 BASE_FRACTION = 50
 VALIDATION_SEED = 24  # keeps the validation draw apart from the fractions' subsets of the same split
+WITHIN_DOMAIN, OUT_OF_DOMAIN = "within domain", "out of domain"  # an individual's side of a split
+BOTH = "within and out of domain"  # a split that leaks an individual: its out-of-domain frames are not unseen
+
+
+def side(roles: set[str]) -> str:
+    """An individual's side of one split, from the roles its frames have there."""
+    ood, within = OOD in roles, bool(roles & {TRAIN, WITHIN})
+    return BOTH if ood and within else OUT_OF_DOMAIN if ood else WITHIN_DOMAIN
 
 
 def official_split_files(root: Path) -> list[Path]:
@@ -70,7 +78,7 @@ def check_held_out(path: Path, split: pd.DataFrame, individual: pd.Series) -> pd
             "list each frame in one column once"
         )
     roles = split.groupby(individual[split["frame"]].to_numpy())["role"].agg(set)
-    both = roles[roles.map(lambda r: OOD in r and bool(r & {TRAIN, WITHIN}))].index
+    both = roles[roles.map(side) == BOTH].index
     if len(both):
         raise InputError(
             f"{path}: individual {both[0]!r} has frames both in testIndices_acrossDomain and in the training "
